@@ -1,0 +1,115 @@
+// Syscall shims: one small wrapper per call Swift cannot import, each
+// returning 0 or a positive errno (the header's contract).
+#ifndef _GNU_SOURCE
+#error "_GNU_SOURCE must be set by the manifest's cSettings (memfd_create, fallocate)"
+#endif
+#include "CVRange.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/userfaultfd.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+const int vr_MADV_DONTNEED = MADV_DONTNEED;
+const int vr_MADV_FREE = MADV_FREE;
+const int vr_MADV_PAGEOUT = 21;          // MADV_PAGEOUT, Linux 5.4; older headers lack it
+const int vr_MADV_REMOVE = MADV_REMOVE;
+const int vr_MADV_NOHUGEPAGE = MADV_NOHUGEPAGE;
+const int vr_MADV_POPULATE_WRITE = 23;   // MADV_POPULATE_WRITE, Linux 5.14
+const int vr_FALLOC_PUNCH_HOLE_KEEP_SIZE = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+const unsigned int vr_MFD_CLOEXEC = MFD_CLOEXEC;
+const unsigned int vr_MFD_ALLOW_SEALING = MFD_ALLOW_SEALING;
+const unsigned int vr_MFD_HUGETLB = MFD_HUGETLB;
+
+int vr_memfd_create(const char *name, unsigned int flags, int *fd_out) {
+  int fd = memfd_create(name, flags);
+  if (fd < 0) return errno;
+  *fd_out = fd;
+  return 0;
+}
+
+int vr_fallocate(int fd, int mode, off_t offset, off_t length) {
+  for (;;) {
+    if (fallocate(fd, mode, offset, length) == 0) return 0;
+    if (errno != EINTR) return errno;
+  }
+}
+
+pid_t vr_gettid(void) { return (pid_t)syscall(SYS_gettid); }
+
+// Used by the fault handler and the at-fork child handler too, so it only
+// makes raw syscalls and reports through its return value.
+int vr_uffd_open(int *fd_out) {
+  int flags = O_CLOEXEC | O_NONBLOCK;
+  // Try plain first (root, or vm.unprivileged_userfaultfd=1), then
+  // user-mode-only, which unprivileged processes may always use and which
+  // is all VRange needs: the faults it handles come from user space.
+  long fd = syscall(SYS_userfaultfd, flags);
+  if (fd < 0 && (errno == EPERM || errno == EINVAL))
+    fd = syscall(SYS_userfaultfd, flags | UFFD_USER_MODE_ONLY);
+  if (fd < 0) return errno;
+  struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_SIGBUS};
+  if (ioctl((int)fd, UFFDIO_API, &api) != 0) {
+    int e = errno;
+    close((int)fd);
+    return e;
+  }
+  if (!(api.features & UFFD_FEATURE_SIGBUS)) {
+    close((int)fd);
+    return ENOTSUP;
+  }
+  *fd_out = (int)fd;
+  return 0;
+}
+
+int vr_uffd_register(int fd, void *start, size_t length) {
+  struct uffdio_register reg = {
+      .range = {.start = (uintptr_t)start, .len = length},
+      .mode = UFFDIO_REGISTER_MODE_MISSING,
+  };
+  return ioctl(fd, UFFDIO_REGISTER, &reg) == 0 ? 0 : errno;
+}
+
+int vr_uffd_unregister(int fd, void *start, size_t length) {
+  struct uffdio_range range = {.start = (uintptr_t)start, .len = length};
+  return ioctl(fd, UFFDIO_UNREGISTER, &range) == 0 ? 0 : errno;
+}
+
+int vr_uffd_zeropage(int fd, void *start, size_t length, size_t *filled_out) {
+  uintptr_t at = (uintptr_t)start, end = at + length;
+  size_t filled = 0;
+  long page = sysconf(_SC_PAGESIZE);
+  while (at < end) {
+    struct uffdio_zeropage z = {.range = {.start = at, .len = end - at}, .mode = 0};
+    if (ioctl(fd, UFFDIO_ZEROPAGE, &z) == 0) {
+      filled += (size_t)z.zeropage;
+      break;
+    }
+    int e = errno;
+    // z.zeropage holds the bytes done before the failure (or -errno).
+    size_t done = z.zeropage > 0 ? (size_t)z.zeropage : 0;
+    filled += done;
+    at += done;
+    if (e == EEXIST) {
+      at += (uintptr_t)page;  // that page is present already: skip it
+    } else if (e != EAGAIN && e != EINTR) {
+      if (filled_out) *filled_out = filled;
+      return e;
+    }
+  }
+  if (filled_out) *filled_out = filled;
+  return 0;
+}
+
+uint8_t vr_read_byte(const volatile void *address) {
+  return *(const volatile uint8_t *)address;
+}
+
+int vr_raise_in_thread(int sig) {
+  return syscall(SYS_tgkill, getpid(), vr_gettid(), sig) == 0 ? 0 : errno;
+}

@@ -1,0 +1,49 @@
+// The library's public error type. Every failure is one of these cases;
+// bad input never changes state.
+
+/// A failed system call: its name and the `errno` it set.
+public struct SystemError: Error, Equatable, Hashable, Sendable, CustomStringConvertible {
+    /// The C function or ioctl that failed, e.g. `"madvise(MADV_DONTNEED)"`.
+    public let call: String
+    /// The `errno` value it returned.
+    public let errno: Int32
+
+    public init(call: String, errno: Int32) {
+        self.call = call
+        self.errno = errno
+    }
+
+    public var description: String {
+        "\(call) failed: \(String(cString: strerror(errno))) (errno \(errno))"
+    }
+}
+
+/// Everything a VRange operation can throw.
+public enum VRangeError: Error, Equatable, Hashable, Sendable {
+    /// The range holds no bytes.
+    case emptyRange(offset: Int)
+    /// The length is negative: the range ends before it starts.
+    case reversedRange(offset: Int, length: Int)
+    /// `offset + length` does not fit in an `Int`.
+    case overflowingRange(offset: Int, length: Int)
+    /// The offset or length is not a multiple of the region's page size.
+    case misalignedRange(offset: Int, length: Int, pageSize: Int)
+    /// The range starts before 0 or ends past the region's size.
+    case outOfBounds(offset: Int, length: Int, size: Int)
+    /// A size that cannot make a region (zero, negative or too large).
+    case invalidSize(Int)
+    /// The region was closed; nothing can be done with it any more.
+    case closed
+    /// The host lacks what the operation needs; the string says what.
+    case unsupported(String)
+    /// Optimistic accesses nested deeper than the library supports (8).
+    case accessNestingTooDeep
+    /// A system call failed.
+    case system(SystemError)
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif

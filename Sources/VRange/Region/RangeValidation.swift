@@ -1,0 +1,52 @@
+// Turns a caller's byte range into pages, or a typed error. Runs before any
+// state changes: this is phase one of every two-phase operation.
+
+/// Page geometry of a region: size, page size, and range validation.
+struct PageGeometry: Sendable {
+    let size: Int
+    let pageSize: Int
+    let pageShift: Int
+    var pageCount: Int { size >> pageShift }
+
+    init(size: Int, pageSize: Int) {
+        precondition(pageSize > 0 && pageSize & (pageSize - 1) == 0, "page size must be a power of two")
+        self.size = size
+        self.pageSize = pageSize
+        self.pageShift = pageSize.trailingZeroBitCount
+    }
+
+    /// Rounds `byteCount` up to whole pages, or throws `.invalidSize`.
+    static func roundedSize(_ byteCount: Int, pageSize: Int) throws(VRangeError) -> Int {
+        guard byteCount > 0 else { throw .invalidSize(byteCount) }
+        let (padded, overflow) = byteCount.addingReportingOverflow(pageSize - 1)
+        guard !overflow else { throw .invalidSize(byteCount) }
+        return padded & ~(pageSize - 1)
+    }
+
+    /// The pages of `[offset, offset + length)`. Checks, in order: empty,
+    /// reversed (negative length), overflowing, out of bounds, misaligned.
+    @inline(__always)
+    func pages(offset: Int, length: Int) throws(VRangeError) -> Range<Int> {
+        guard length != 0 else { throw .emptyRange(offset: offset) }
+        guard length > 0 else { throw .reversedRange(offset: offset, length: length) }
+        let (end, overflow) = offset.addingReportingOverflow(length)
+        guard !overflow else { throw .overflowingRange(offset: offset, length: length) }
+        guard offset >= 0, end <= size else {
+            throw .outOfBounds(offset: offset, length: length, size: size)
+        }
+        guard (offset | length) & (pageSize - 1) == 0 else {
+            throw .misalignedRange(offset: offset, length: length, pageSize: pageSize)
+        }
+        return (offset >> pageShift)..<(end >> pageShift)
+    }
+
+    @inline(__always)
+    func pages(_ range: Range<Int>) throws(VRangeError) -> Range<Int> {
+        try pages(offset: range.lowerBound, length: range.count)
+    }
+
+    @inline(__always)
+    func bytes(_ pages: Range<Int>) -> Range<Int> {
+        (pages.lowerBound << pageShift)..<(pages.upperBound << pageShift)
+    }
+}

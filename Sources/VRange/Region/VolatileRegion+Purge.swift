@@ -1,0 +1,52 @@
+// The purge mechanism that purgers drive: discard volatile pages now.
+// Race-safe against markNonVolatile through the map's per-page lock state.
+
+extension VolatileRegion {
+    /// Purges every volatile page of `range` now (`MADV_DONTNEED`; with the
+    /// mprotect mechanism the pages are also made inaccessible first).
+    /// Non-volatile pages are never touched, even if marked non-volatile
+    /// concurrently: a page is discarded only after the purge has locked it
+    /// in the volatile state.
+    ///
+    /// - Returns: the bytes released (pages this call purged).
+    /// - Throws: a range error or `.closed`; nothing changes then.
+    @discardableResult
+    public func purge(_ range: Range<Int>) throws(VRangeError) -> Int {
+        try checkOpen()
+        let pages = try geometry.pages(range)
+        return map.discardRuns(in: pages) { discard($0) } << geometry.pageShift
+    }
+
+    /// Purges every volatile page of the region. Returns the bytes released.
+    @discardableResult
+    public func purgeAll() throws(VRangeError) -> Int {
+        try purge(0..<size)
+    }
+
+    /// Discards a run of pages this thread has locked (state `.purging`).
+    func discard(_ pages: Range<Int>) {
+        let bytes = geometry.bytes(pages)
+        let start = baseAddress + bytes.lowerBound
+        if faultMechanism == .mprotect {
+            // Protect first, so that no access can slip in between the discard
+            // and the protection and read zeros without a fault.
+            do { try Kernel.protect(start, length: bytes.count, .none) } catch {
+                protectFailures.add(1, ordering: .relaxed)
+            }
+        }
+        do { try Kernel.advise(start, length: bytes.count, .dontNeed) } catch {
+            preconditionFailure("VRange: MADV_DONTNEED on a region's own pages failed: \(error)")
+        }
+    }
+
+    /// Test support: asks the kernel to reclaim `range` now (`MADV_PAGEOUT`),
+    /// as it would under memory pressure. In kernel-driven mode this discards
+    /// the volatile (lazily freed) pages of the range and nothing else.
+    public func _reclaimForTesting(_ range: Range<Int>) throws(VRangeError) {
+        try checkOpen()
+        _ = try geometry.pages(range)
+        do { try Kernel.advise(baseAddress + range.lowerBound, length: range.count, .pageOut) } catch {
+            throw .system(error)
+        }
+    }
+}

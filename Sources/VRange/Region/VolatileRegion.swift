@@ -1,0 +1,285 @@
+// VolatileRegion: mvrange on private anonymous memory (DESIGN.md §1, §1a).
+// Creation, closing, the two marks and status. Purging and optimistic access
+// live in the extensions beside this file.
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A private anonymous mapping whose pages can be marked volatile (may be
+/// purged when memory is tight) and non-volatile again (learning whether
+/// they survived).
+///
+/// Every operation is thread-safe, except `close()`, which must not race
+/// with other operations on the same region (like closing a descriptor).
+/// Ranges are byte offsets within the region and must be page-aligned.
+public final class VolatileRegion: @unchecked Sendable {
+    /// The region's size in bytes: the requested size rounded up to pages.
+    public let size: Int
+    /// The page size in bytes: the unit of every range.
+    public let pageSize: Int
+    /// The first byte of the region.
+    public let baseAddress: UnsafeMutableRawPointer
+    /// How a touch of a purged page raises SIGBUS in this region (never
+    /// `.automatic`: the mechanism that was chosen).
+    public let faultMechanism: FaultMechanism
+    /// Whether marking volatile lets the kernel reclaim pages by itself.
+    public let isKernelDriven: Bool
+
+    let geometry: PageGeometry
+    let map: VolatilityMap
+    let slot: Int32
+    private let mapMemory: UnsafeMutableRawPointer
+    private let closedFlag = Atomic<Bool>(false)
+    /// mprotect(PROT_NONE) failures on purge (fallback only; e.g. the
+    /// vm.max_map_count limit): such pages still read back zero, without SIGBUS.
+    let protectFailures = Atomic<Int>(0)
+
+    /// The whole region as bytes. Valid until `close()`.
+    public var bytes: UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: baseAddress, count: size)
+    }
+
+    /// Maps `byteCount` bytes (rounded up to whole pages), all non-volatile
+    /// and zero-filled.
+    ///
+    /// - Throws: `.invalidSize` for a size of zero or less or too large;
+    ///   `.unsupported` when `options` asks for userfaultfd or kernel-driven
+    ///   purging and the kernel refuses userfaultfd; `.system` when a mapping
+    ///   cannot be made.
+    public init(byteCount: Int, options: Options = Options()) throws(VRangeError) {
+        let pageSize = Kernel.pageSize
+        let size = try PageGeometry.roundedSize(byteCount, pageSize: pageSize)
+        let geometry = PageGeometry(size: size, pageSize: pageSize)
+        if options.kernelDriven && options.faultMechanism == .mprotect {
+            throw .unsupported("kernel-driven purging needs the userfaultfd mechanism: a page the kernel reclaims is only visible as a missing page")
+        }
+
+        let base: UnsafeMutableRawPointer
+        do { base = try Kernel.mapAnonymous(length: size) } catch { throw .system(error) }
+        var cleanup: [() -> Void] = [{ try? Kernel.unmap(base, length: size) }]
+        func fail(_ e: VRangeError) -> VRangeError {
+            for undo in cleanup.reversed() { undo() }
+            return e
+        }
+        // Purges and faults are per 4 KiB page: keep transparent huge pages out.
+        try? Kernel.advise(base, length: size, .noHugePage)
+
+        var mechanism = FaultMechanism.mprotect
+        if options.faultMechanism != .mprotect {
+            do {
+                try Kernel.UserFault.register(base, length: size)
+                // Non-volatile memory must always be populated: a missing page
+                // in a registered range faults.
+                try Kernel.UserFault.zeroFill(base, length: size)
+                mechanism = .userfaultfd
+            } catch {
+                try? Kernel.UserFault.unregister(base, length: size)
+                if options.faultMechanism == .userfaultfd || options.kernelDriven {
+                    throw fail(.unsupported("userfaultfd unavailable: \(error)"))
+                }
+            }
+        }
+
+        let mapBytes = VolatilityMap.byteCount(pages: geometry.pageCount)
+        let mapMemory: UnsafeMutableRawPointer
+        do { mapMemory = try Kernel.mapAnonymous(length: mapBytes) } catch { throw fail(.system(error)) }
+        cleanup.append { try? Kernel.unmap(mapMemory, length: mapBytes) }
+        let map = VolatilityMap(memory: mapMemory, pageCount: geometry.pageCount)
+
+        do {
+            self.slot = try Kernel.FaultTable.register(
+                base: base, length: size, pageSize: pageSize, map: map.rawWords,
+                mechanism: mechanism == .userfaultfd ? .userfaultfd : .mprotect)
+        } catch {
+            throw fail(error.errno == ENOSPC ? .unsupported("too many regions (at most 4096 at once)") : .system(error))
+        }
+        self.size = size
+        self.pageSize = pageSize
+        self.baseAddress = base
+        self.faultMechanism = mechanism
+        self.isKernelDriven = options.kernelDriven
+        self.geometry = geometry
+        self.map = map
+        self.mapMemory = mapMemory
+    }
+
+    deinit { close() }
+
+    /// Unmaps the region and releases everything it holds. Idempotent; every
+    /// later operation throws `.closed`. Must not race with other operations
+    /// on this region.
+    public func close() {
+        guard !closedFlag.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        Kernel.FaultTable.unregister(slot: slot)
+        try? Kernel.unmap(baseAddress, length: size)
+        try? Kernel.unmap(mapMemory, length: VolatilityMap.byteCount(pages: geometry.pageCount))
+    }
+
+    /// Whether `close()` was called.
+    public var isClosed: Bool { closedFlag.load(ordering: .relaxed) }
+
+    @inline(__always)
+    func checkOpen() throws(VRangeError) {
+        if closedFlag.load(ordering: .relaxed) { throw .closed }
+    }
+
+    // MARK: - Marks
+
+    /// Marks `range` volatile: its pages may be purged from now on. Pages
+    /// already volatile or purged keep their state (marks are idempotent).
+    ///
+    /// - Throws: a range error or `.closed`; nothing changes then.
+    public func markVolatile(_ range: Range<Int>) throws(VRangeError) {
+        try markVolatile(offset: range.lowerBound, length: range.count)
+    }
+
+    /// Marks `[offset, offset + length)` volatile. See `markVolatile(_:)`.
+    public func markVolatile(offset: Int, length: Int) throws(VRangeError) {
+        try checkOpen()
+        let pages = try geometry.pages(offset: offset, length: length)
+        map.markVolatile(pages)
+        if isKernelDriven {
+            // Advice only: if the kernel refuses it, the library can still purge.
+            try? Kernel.advise(baseAddress + offset, length: length, .free)
+        }
+    }
+
+    /// Marks `range` non-volatile: its pages will never be purged again until
+    /// marked volatile. Waits for a purge in flight on any of its pages.
+    ///
+    /// - Returns: `.intact` if no page was purged since it was marked
+    ///   volatile; otherwise the exact byte ranges that were purged, which now
+    ///   read as zeros and are writable.
+    /// - Throws: a range error or `.closed`; nothing changes then.
+    @discardableResult
+    public func markNonVolatile(_ range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
+        try markNonVolatile(offset: range.lowerBound, length: range.count)
+    }
+
+    /// Marks `[offset, offset + length)` non-volatile. See `markNonVolatile(_:)`.
+    @discardableResult
+    public func markNonVolatile(offset: Int, length: Int) throws(VRangeError) -> NonVolatileResult {
+        try checkOpen()
+        let pages = try geometry.pages(offset: offset, length: length)
+        var reclaimed: [Range<Int>] = []
+        if isKernelDriven { reclaimed = cancelLazyFree(pages) }
+        var purged: [Range<Int>] = []
+        map.markNonVolatile(pages, wait: Kernel.yield) { purged.append($0) }
+        for run in purged { repopulate(run) }
+        if !reclaimed.isEmpty { purged = Self.union(purged, reclaimed) }
+        return NonVolatileResult(
+            range: offset..<(offset + length),
+            purgedRanges: purged.map { geometry.bytes($0) })
+    }
+
+    /// Makes purged pages usable again: zero pages (userfaultfd; present
+    /// pages are skipped) or read-write protection (mprotect).
+    private func repopulate(_ pages: Range<Int>) {
+        let bytes = geometry.bytes(pages)
+        let start = baseAddress + bytes.lowerBound
+        switch faultMechanism {
+        case .userfaultfd:
+            do { try Kernel.UserFault.zeroFill(start, length: bytes.count) } catch {
+                preconditionFailure("VRange: repopulating a purged range failed: \(error)")
+            }
+        default:
+            do { try Kernel.protect(start, length: bytes.count, .readWrite) } catch {
+                preconditionFailure("VRange: unprotecting a purged range failed: \(error)")
+            }
+        }
+    }
+
+    /// Kernel-driven mode: writes to every volatile page of `pages` so that
+    /// the kernel can no longer reclaim it; returns the runs of pages it had
+    /// already reclaimed (they faulted and are now zero-filled).
+    private func cancelLazyFree(_ pages: Range<Int>) -> [Range<Int>] {
+        var volatileRuns: [Range<Int>] = []
+        map.forEachRun(of: .volatile, in: pages) { volatileRuns.append($0) }
+        var lost: [Range<Int>] = []
+        for run in volatileRuns {
+            var faulted = [UInt64](repeating: 0, count: (run.count + 63) / 64)
+            let n = faulted.withUnsafeMutableBufferPointer {
+                Kernel.FaultTable.dirtyPages(
+                    slot: slot, start: baseAddress + (run.lowerBound << geometry.pageShift),
+                    count: run.count, pageSize: pageSize, faulted: $0.baseAddress!)
+            }
+            if n < 0 {
+                // Access scopes nested too deep on this thread: be conservative.
+                lost.append(run)
+                continue
+            }
+            if n == 0 { continue }
+            var coalescer = RunCoalescer()
+            for i in 0..<run.count where faulted[i / 64] & (1 << UInt64(i % 64)) != 0 {
+                coalescer.add(run.lowerBound + i, 1) { lost.append($0) }
+            }
+            coalescer.flush { lost.append($0) }
+        }
+        return lost
+    }
+
+    /// Union of two sorted lists of disjoint page runs, as maximal runs.
+    static func union(_ a: [Range<Int>], _ b: [Range<Int>]) -> [Range<Int>] {
+        let all = (a + b).sorted { $0.lowerBound < $1.lowerBound }
+        var out: [Range<Int>] = []
+        for r in all {
+            if let last = out.last, r.lowerBound <= last.upperBound {
+                out[out.count - 1] = last.lowerBound..<max(last.upperBound, r.upperBound)
+            } else {
+                out.append(r)
+            }
+        }
+        return out
+    }
+
+    // MARK: - Status
+
+    /// A snapshot of the whole region. In kernel-driven mode, volatile pages
+    /// the kernel has reclaimed count as purged (found with mincore).
+    public func status() throws(VRangeError) -> RegionStatus {
+        try status(0..<size)
+    }
+
+    /// A snapshot of `range`.
+    public func status(_ range: Range<Int>) throws(VRangeError) -> RegionStatus {
+        try checkOpen()
+        let pages = try geometry.pages(range)
+        let c = map.census(pages)
+        var volatile = c.volatile, purged = c.purging + c.purged
+        if isKernelDriven {
+            let reclaimed = reclaimedVolatilePages(in: pages).count
+            volatile -= reclaimed
+            purged += reclaimed
+        }
+        return RegionStatus(
+            bytes: range.count, volatileBytes: volatile << geometry.pageShift,
+            purgedBytes: purged << geometry.pageShift)
+    }
+
+    /// The state of every page of `range`, in order. In kernel-driven mode a
+    /// volatile page the kernel has reclaimed reads `.purged`.
+    public func pageStates(_ range: Range<Int>) throws(VRangeError) -> [PageState] {
+        try checkOpen()
+        let pages = try geometry.pages(range)
+        var states = pages.map { map.state(ofPage: $0) }
+        if isKernelDriven {
+            for page in reclaimedVolatilePages(in: pages) { states[page - pages.lowerBound] = .purged }
+        }
+        return states
+    }
+
+    /// Kernel-driven mode: the volatile pages of `pages` that are not resident.
+    private func reclaimedVolatilePages(in pages: Range<Int>) -> [Int] {
+        var out: [Int] = []
+        map.forEachRun(of: .volatile, in: pages) { run in
+            let start = baseAddress + (run.lowerBound << geometry.pageShift)
+            try? Kernel.residency(start, pages: run.count, pageSize: pageSize) { resident in
+                for i in 0..<run.count where resident[i] & 1 == 0 { out.append(run.lowerBound + i) }
+            }
+        }
+        return out
+    }
+}
