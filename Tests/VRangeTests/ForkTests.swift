@@ -1,0 +1,85 @@
+// fork(): the child keeps marks, contents and SIGBUS semantics (the kernel
+// drops the child's userfaultfd registration; VRange restores it).
+import CVRange
+import Testing
+@testable import VRange
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs `child` in a forked child and returns its wait status.
+func forked(_ child: () -> Int32) -> Int32 {
+    let pid = fork()
+    if pid == 0 { _exit(child()) }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    return status
+}
+
+func exitCode(_ status: Int32) -> Int32? { status & 0x7f == 0 ? (status >> 8) & 0xff : nil }
+func terminatingSignal(_ status: Int32) -> Int32? { status & 0x7f != 0 && status & 0x7f != 0x7f ? status & 0x7f : nil }
+
+/// Exit codes of the child's checks (0 = all passed).
+func checkInheritedRegion(_ r: VolatileRegion) -> Int32 {
+    if vr_fork_restore_failures() != 0 { return 10 }
+    guard let states = try? r.pageStates(0..<(4 * page)),
+          states == [.volatile, .purged, .volatile, .nonVolatile] else { return 11 }
+    guard (try? r.withVolatileAccess(0..<page) { $0.load(as: UInt8.self) }) == .intact(7) else { return 12 }
+    guard (try? r.withVolatileAccess(page..<(2 * page)) { _ in 0 }) == .purged else { return 13 }
+    if r.faultMechanism == .userfaultfd {
+        // The child's userfaultfd registration was restored: a page discarded
+        // behind the map's back faults (caught by the access) instead of
+        // silently reading zeros.
+        try? Kernel.advise(r.baseAddress + 2 * page, length: page, .dontNeed)
+        guard (try? r.withVolatileAccess((2 * page)..<(3 * page)) { $0[0] }) == .purged,
+              (try? r.pageStates((2 * page)..<(3 * page))) == [.purged] else { return 14 }
+    } else {
+        // mprotect: a purge during the access faults on the inherited PROT_NONE.
+        guard (try? r.withVolatileAccess((2 * page)..<(3 * page)) { buffer -> UInt8 in
+            _ = try? r.purge((2 * page)..<(3 * page))
+            return buffer[0]
+        }) == .purged else { return 14 }
+    }
+    guard let result = try? r.markNonVolatile(0..<(3 * page)),
+          result.purgedRanges == [page..<(3 * page)] else { return 15 }
+    guard r.bytes[0] == 7, r.bytes[page] == 0, r.bytes[3 * page] == 9 else { return 16 }
+    return 0
+}
+
+@Suite("fork", .serialized) struct ForkTests {
+    @Test(arguments: mechanisms)
+    func childKeepsMarksContentsAndSIGBUS(_ m: FaultMechanism) async throws {
+        let mechanismCode = m == .userfaultfd ? 1 : 2
+        setenv("VRANGE_TEST_MECHANISM", "\(mechanismCode)", 1)
+        await #expect(processExitsWith: .success) {
+            let m: FaultMechanism = environmentInt("VRANGE_TEST_MECHANISM", 1) == 1 ? .userfaultfd : .mprotect
+            let r = try! VolatileRegion(byteCount: 4 * page, options: .init(faultMechanism: m))
+            r.bytes[0] = 7
+            r.bytes[3 * page] = 9
+            try! r.markVolatile(0..<(3 * page))
+            try! r.purge(page..<(2 * page))
+            _ = try! r.pageStates(0..<page)  // warm up before forking
+
+            // 1. Marks and contents are inherited; optimistic access and
+            //    markNonVolatile work in the child.
+            let checks = forked { checkInheritedRegion(r) }
+            if exitCode(checks) != 0 { print("child checks failed: status \(checks)"); _exit(Int32(exitCode(checks) ?? 99)) }
+
+            // 2. Touching a purged page in the child raises SIGBUS there.
+            let touch = forked { Int32(vr_read_byte(r.baseAddress + page + 1)) + 100 }
+            if terminatingSignal(touch) != SIGBUS { print("child touch: status \(touch)"); _exit(2) }
+
+            // 3. The parent is unaffected by its children.
+            if (try? r.pageStates(0..<(4 * page))) != [.volatile, .purged, .volatile, .nonVolatile] { _exit(3) }
+            if r.bytes[0] != 7 { _exit(4) }
+            if m == .userfaultfd {
+                // The parent's own registration survived the forks: a page
+                // discarded behind the map's back still faults (and is caught
+                // by the optimistic access) instead of reading zeros.
+                try! Kernel.advise(r.baseAddress + 2 * page, length: page, .dontNeed)
+                if (try? r.withVolatileAccess((2 * page)..<(3 * page)) { $0[0] }) != .purged { _exit(5) }
+            }
+            _exit(0)
+        }
+    }
+}

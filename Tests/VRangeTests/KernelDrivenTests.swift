@@ -1,0 +1,106 @@
+// Kernel-driven mode: markVolatile also applies MADV_FREE, the kernel
+// reclaims (forced here with MADV_PAGEOUT, as memory pressure would), and the
+// library detects the missing pages.
+import CVRange
+import Synchronization
+import Testing
+@testable import VRange
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("Kernel-driven purging", .serialized) struct KernelDrivenTests {
+    func kernelRegion(pages: Int) throws -> VolatileRegion? {
+        guard userfaultfdAvailable else {
+            print("NOTE: userfaultfd unavailable: kernel-driven mode cannot run here (it throws .unsupported)")
+            return nil
+        }
+        let r = try VolatileRegion(byteCount: pages * page, options: .init(kernelDriven: true))
+        #expect(r.isKernelDriven)
+        return r
+    }
+
+    @Test func reclaimedPagesAreReportedPurged() throws {
+        guard let r = try kernelRegion(pages: 16) else { return }
+        for p in 0..<16 { fill(r, page: p, tag: UInt8(p + 1)) }
+        try r.markVolatile(bytes(0..<8))
+        try r._reclaimForTesting(bytes(2..<5))
+        try r._reclaimForTesting(bytes(8..<12))  // non-volatile: not lazily freed, must survive
+        #expect(try r.pageStates(bytes(0..<8)) == [.volatile, .volatile, .purged, .purged, .purged, .volatile, .volatile, .volatile])
+        #expect(try r.status() == RegionStatus(bytes: 16 * page, volatileBytes: 5 * page, purgedBytes: 3 * page))
+
+        let result = try r.markNonVolatile(bytes(0..<8))
+        #expect(result.purgedRanges == [bytes(2..<5)])
+        for p in 0..<16 {
+            if (2..<5).contains(p) { #expect(isZero(r, page: p)) } else { #expect(holds(r, page: p, tag: UInt8(p + 1)), "page \(p)") }
+        }
+        // Unmarking cancelled the lazy free: a later reclaim cannot take them.
+        try r._reclaimForTesting(bytes(0..<16))
+        for p in 0..<16 where !(2..<5).contains(p) { #expect(holds(r, page: p, tag: UInt8(p + 1)), "page \(p) after reclaim") }
+    }
+
+    @Test func libraryAndKernelPurgesCombine() throws {
+        guard let r = try kernelRegion(pages: 8) else { return }
+        for p in 0..<8 { fill(r, page: p, tag: 3) }
+        try r.markVolatile(bytes(0..<8))
+        try r.purge(bytes(1..<2))
+        try r._reclaimForTesting(bytes(2..<4))
+        #expect(try r.markNonVolatile(bytes(0..<8)).purgedRanges == [bytes(1..<4)])
+    }
+
+    @Test func optimisticAccessSeesAReclaimedPage() throws {
+        guard let r = try kernelRegion(pages: 4) else { return }
+        for p in 0..<4 { fill(r, page: p, tag: 4) }
+        try r.markVolatile(bytes(0..<4))
+        try r._reclaimForTesting(bytes(1..<2))
+        #expect(try r.withVolatileAccess(bytes(0..<1)) { $0[1] } == .intact(4))
+        #expect(try r.withVolatileAccess(bytes(0..<4)) { $0[page] } == .purged)
+        // The access recorded the loss: the page is purged now, in the map too.
+        #expect(try r.pageStates(bytes(1..<2)) == [.purged])
+        #expect(try r.markNonVolatile(bytes(0..<4)).purgedRanges == [bytes(1..<2)])
+    }
+
+    @Test func touchingAReclaimedPageRaisesSIGBUS() async throws {
+        try #require(userfaultfdAvailable, "userfaultfd unavailable: kernel-driven mode cannot run here")
+        await #expect(processExitsWith: .signal(SIGBUS)) {
+            let r = try! VolatileRegion(byteCount: 2 * page, options: .init(kernelDriven: true))
+            r.bytes[0] = 1
+            try! r.markVolatile(0..<page)
+            try! r._reclaimForTesting(0..<page)
+            _ = vr_read_byte(r.baseAddress)
+        }
+    }
+
+    /// Reclaim racing with markNonVolatile: every page reported intact holds
+    /// its bytes, every page reported purged reads zero; none is lost silently.
+    @Test func unmarkRacingWithReclaimLosesNothingSilently() throws {
+        guard let r = try kernelRegion(pages: 64) else { return }
+        let rounds = environmentInt("VRANGE_RACE_ROUNDS", 300)
+        let done = Atomic<Bool>(false)
+        let reclaimer = TestThread {
+            while !done.load(ordering: .relaxed) { try? r._reclaimForTesting(0..<(64 * page)) }
+        }
+        var intact = 0, purged = 0
+        for round in 0..<rounds {
+            let tag = UInt8(truncatingIfNeeded: round | 1)
+            for p in 0..<64 { fill(r, page: p, tag: tag) }
+            try r.markVolatile(bytes(0..<64))
+            for _ in 0..<(round % 7) { sched_yield() }
+            let result = try r.markNonVolatile(bytes(0..<64))
+            let lost = Set(pageRuns(result).flatMap { Array($0) })
+            for p in 0..<64 {
+                if lost.contains(p) {
+                    purged += 1
+                    #expect(isZero(r, page: p), "round \(round) page \(p) reported purged but not zero")
+                } else {
+                    intact += 1
+                    #expect(holds(r, page: p, tag: tag), "round \(round) page \(p) reported intact but changed")
+                }
+            }
+        }
+        done.store(true, ordering: .relaxed)
+        reclaimer.join()
+        print("kernel-driven race: \(intact) pages intact, \(purged) reclaimed over \(rounds) rounds")
+        #expect(purged > 0, "the reclaimer never won: the race was not exercised")
+    }
+}

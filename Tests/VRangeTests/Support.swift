@@ -1,0 +1,120 @@
+// Helpers shared by the tests: a seeded generator, real threads, page
+// patterns, and the mechanisms this host offers.
+import CVRange
+import Synchronization
+import Testing
+@testable import VRange
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let page = Kernel.pageSize
+
+/// SplitMix64: small, fast, seedable, and the same everywhere.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// An integer from the environment, or `fallback`.
+func environmentInt(_ name: String, _ fallback: Int) -> Int {
+    guard let raw = getenv(name), let value = Int(String(cString: raw)) else { return fallback }
+    return value
+}
+
+/// A seed from VRANGE_SEED, or a fresh one; printed so a failure can be replayed.
+func testSeed(_ label: String) -> UInt64 {
+    if let raw = getenv("VRANGE_SEED"), let s = UInt64(String(cString: raw)) { return s }
+    var g = SystemRandomNumberGenerator()
+    let s = g.next()
+    print("[\(label)] seed \(s) (replay with VRANGE_SEED=\(s))")
+    return s
+}
+
+/// Whether userfaultfd works here; prints which mechanisms the suite covers.
+let userfaultfdAvailable: Bool = {
+    let ok = (try? Kernel.UserFault.shared()) != nil
+    if !ok {
+        print("NOTE: userfaultfd is unavailable on this host: userfaultfd and kernel-driven tests run the mprotect fallback only")
+    }
+    return ok
+}()
+
+/// The mechanisms to test on this host (both where userfaultfd works).
+var mechanisms: [FaultMechanism] {
+    userfaultfdAvailable ? [.userfaultfd, .mprotect] : [.mprotect]
+}
+
+func region(pages: Int, _ mechanism: FaultMechanism, kernelDriven: Bool = false) throws -> VolatileRegion {
+    let r = try VolatileRegion(
+        byteCount: pages * page,
+        options: .init(faultMechanism: mechanism, kernelDriven: kernelDriven))
+    #expect(r.faultMechanism == mechanism)
+    return r
+}
+
+/// Byte range of pages `pages`.
+func bytes(_ pages: Range<Int>) -> Range<Int> { (pages.lowerBound * page)..<(pages.upperBound * page) }
+
+/// Fills page `p` with a pattern derived from `tag` (never all zero).
+func fill(_ r: VolatileRegion, page p: Int, tag: UInt8) {
+    let base = r.baseAddress + p * page
+    for i in stride(from: 0, to: page, by: 8) { base.storeBytes(of: UInt64(tag) &* 0x0101_0101_0101_0101 ^ UInt64(i), toByteOffset: i, as: UInt64.self) }
+}
+
+/// Whether page `p` holds the pattern of `tag`.
+func holds(_ r: VolatileRegion, page p: Int, tag: UInt8) -> Bool {
+    let base = UnsafeRawPointer(r.baseAddress + p * page)
+    for i in stride(from: 0, to: page, by: 8)
+    where base.load(fromByteOffset: i, as: UInt64.self) != UInt64(tag) &* 0x0101_0101_0101_0101 ^ UInt64(i) {
+        return false
+    }
+    return true
+}
+
+/// Whether page `p` is all zeros.
+func isZero(_ r: VolatileRegion, page p: Int) -> Bool {
+    let base = UnsafeRawPointer(r.baseAddress + p * page)
+    for i in stride(from: 0, to: page, by: 8) where base.load(fromByteOffset: i, as: UInt64.self) != 0 { return false }
+    return true
+}
+
+/// A real POSIX thread running `body`; `join()` waits for it.
+final class TestThread: @unchecked Sendable {
+    private var thread = pthread_t()
+    private let body: @Sendable () -> Void
+
+    init(_ body: @escaping @Sendable () -> Void) {
+        self.body = body
+        let box = Unmanaged.passRetained(self)
+        let rc = pthread_create(&thread, nil, { raw in
+            let me = Unmanaged<TestThread>.fromOpaque(raw!).takeRetainedValue()
+            me.body()
+            return nil
+        }, box.toOpaque())
+        precondition(rc == 0, "pthread_create failed: \(rc)")
+    }
+
+    func join() { pthread_join(thread, nil) }
+}
+
+/// Page runs as page ranges (for comparing with `purgedRanges`).
+func pageRuns(_ result: NonVolatileResult) -> [Range<Int>] {
+    result.purgedRanges.map { ($0.lowerBound / page)..<($0.upperBound / page) }
+}
+
+/// Maximal runs of the sorted page numbers in `pages`.
+func runs(_ pages: [Int]) -> [Range<Int>] {
+    var out: [Range<Int>] = []
+    for p in pages.sorted() {
+        if let last = out.last, last.upperBound == p { out[out.count - 1] = last.lowerBound..<(p + 1) } else { out.append(p..<(p + 1)) }
+    }
+    return out
+}
