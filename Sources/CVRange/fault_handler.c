@@ -100,14 +100,15 @@ static int page_state(const vr_slot *r, uintptr_t page) {
 }
 
 // Makes `page` readable again: zero page (userfaultfd) or PROT_READ|WRITE.
-static void fill_page(const vr_slot *r, uintptr_t page) {
+// Returns 0, or an errno when the kernel refused (then the access cannot be
+// resumed and is reported as a purged-page SIGBUS rather than looping).
+static int fill_page(const vr_slot *r, uintptr_t page) {
   if (r->mechanism == VR_MECHANISM_USERFAULTFD) {
     size_t filled;
     int fd = atomic_load_explicit(&shared_uffd, memory_order_acquire);
-    if (fd >= 0) vr_uffd_zeropage(fd, (void *)page, r->page_size, &filled);
-  } else {
-    mprotect((void *)page, r->page_size, PROT_READ | PROT_WRITE);
+    return fd >= 0 ? vr_uffd_zeropage(fd, (void *)page, r->page_size, &filled) : EBADF;
   }
+  return mprotect((void *)page, r->page_size, PROT_READ | PROT_WRITE) == 0 ? 0 : errno;
 }
 
 // Hands `sig` to whatever was installed before us. When that is SIG_DFL or
@@ -177,7 +178,7 @@ static void vr_on_fault(int sig, siginfo_t *info, void *context) {
     for (int d = s->depth - 1; d >= 0; d--) {
       vr_scope *c = &s->scopes[d];
       if (c->slot == i && addr >= c->base && addr < c->end) {
-        fill_page(r, page);
+        if (fill_page(r, page) != 0) break;  // cannot resume: SIGBUS below
         if (c->recorded < VR_SCOPE_RECORDS) c->records[c->recorded++] = page;
         c->faults += 1;
         atomic_fetch_sub_explicit(&r->readers, 1, memory_order_release);
@@ -185,10 +186,10 @@ static void vr_on_fault(int sig, siginfo_t *info, void *context) {
         return;
       }
     }
-    if (page_state(r, page) == VR_STATE_NONVOLATILE) {
-      // Marked non-volatile, repopulation not yet done (another thread is
-      // inside markNonVolatile): zeros are the page's contents; carry on.
-      fill_page(r, page);
+    if (page_state(r, page) == VR_STATE_NONVOLATILE && fill_page(r, page) == 0) {
+      // Marked non-volatile but not repopulated yet (another thread is inside
+      // markNonVolatile, or its repopulation failed): zeros are the page's
+      // contents; carry on.
       atomic_fetch_sub_explicit(&r->readers, 1, memory_order_release);
       errno = saved_errno;
       return;

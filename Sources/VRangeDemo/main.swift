@@ -46,7 +46,7 @@ func run(kernelDriven: Bool) throws {
     // Pressure.
     if kernelDriven {
         // What the kernel does under memory pressure, forced now.
-        try region._reclaimForTesting(0..<(tileCount / 2 * tileBytes))
+        try region.pageOut(0..<(tileCount / 2 * tileBytes))
         print("kernel reclaimed the lazily freed pages of the cold half (MADV_PAGEOUT)")
     } else {
         let released = try region.purge(0..<(tileCount / 2 * tileBytes))

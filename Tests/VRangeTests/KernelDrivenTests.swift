@@ -24,8 +24,8 @@ import Glibc
         guard let r = try kernelRegion(pages: 16) else { return }
         for p in 0..<16 { fill(r, page: p, tag: UInt8(p + 1)) }
         try r.markVolatile(bytes(0..<8))
-        try r._reclaimForTesting(bytes(2..<5))
-        try r._reclaimForTesting(bytes(8..<12))  // non-volatile: not lazily freed, must survive
+        try r.pageOut(bytes(2..<5))
+        try r.pageOut(bytes(8..<12))  // non-volatile: not lazily freed, must survive
         #expect(try r.pageStates(bytes(0..<8)) == [.volatile, .volatile, .purged, .purged, .purged, .volatile, .volatile, .volatile])
         #expect(try r.status() == RegionStatus(bytes: 16 * page, volatileBytes: 5 * page, purgedBytes: 3 * page))
 
@@ -35,7 +35,7 @@ import Glibc
             if (2..<5).contains(p) { #expect(isZero(r, page: p)) } else { #expect(holds(r, page: p, tag: UInt8(p + 1)), "page \(p)") }
         }
         // Unmarking cancelled the lazy free: a later reclaim cannot take them.
-        try r._reclaimForTesting(bytes(0..<16))
+        try r.pageOut(bytes(0..<16))
         for p in 0..<16 where !(2..<5).contains(p) { #expect(holds(r, page: p, tag: UInt8(p + 1)), "page \(p) after reclaim") }
     }
 
@@ -44,7 +44,7 @@ import Glibc
         for p in 0..<8 { fill(r, page: p, tag: 3) }
         try r.markVolatile(bytes(0..<8))
         try r.purge(bytes(1..<2))
-        try r._reclaimForTesting(bytes(2..<4))
+        try r.pageOut(bytes(2..<4))
         #expect(try r.markNonVolatile(bytes(0..<8)).purgedRanges == [bytes(1..<4)])
     }
 
@@ -52,7 +52,7 @@ import Glibc
         guard let r = try kernelRegion(pages: 4) else { return }
         for p in 0..<4 { fill(r, page: p, tag: 4) }
         try r.markVolatile(bytes(0..<4))
-        try r._reclaimForTesting(bytes(1..<2))
+        try r.pageOut(bytes(1..<2))
         #expect(try r.withVolatileAccess(bytes(0..<1)) { $0[1] } == .intact(4))
         #expect(try r.withVolatileAccess(bytes(0..<4)) { $0[page] } == .purged)
         // The access recorded the loss: the page is purged now, in the map too.
@@ -66,7 +66,7 @@ import Glibc
             let r = try! VolatileRegion(byteCount: 2 * page, options: .init(kernelDriven: true))
             r.bytes[0] = 1
             try! r.markVolatile(0..<page)
-            try! r._reclaimForTesting(0..<page)
+            try! r.pageOut(0..<page)
             _ = vr_read_byte(r.baseAddress)
         }
     }
@@ -78,7 +78,7 @@ import Glibc
         let rounds = environmentInt("VRANGE_RACE_ROUNDS", 300)
         let done = Atomic<Bool>(false)
         let reclaimer = TestThread {
-            while !done.load(ordering: .relaxed) { try? r._reclaimForTesting(0..<(64 * page)) }
+            while !done.load(ordering: .relaxed) { try? r.pageOut(0..<(64 * page)) }
         }
         var intact = 0, purged = 0
         for round in 0..<rounds {

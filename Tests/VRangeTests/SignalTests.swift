@@ -116,6 +116,25 @@ func touchBeyondEndOfFile() {
         }
     }
 
+    /// A page already marked non-volatile whose repopulation has not happened
+    /// (another thread is inside markNonVolatile, or repopulation failed) is
+    /// filled by the handler on touch: zeros, no signal.
+    @Test func nonVolatileButNotRepopulatedPageIsHealedOnTouch() async {
+        await #expect(processExitsWith: .success) {
+            for m in [FaultMechanism.userfaultfd, .mprotect] {
+                guard let r = try? VolatileRegion(byteCount: 4 * page, options: .init(faultMechanism: m)) else { continue }
+                r.bytes[page] = 5
+                try! r.markVolatile(0..<(4 * page))
+                try! r.purge(page..<(2 * page))
+                // Commit the map change only, as markNonVolatile does before repopulating.
+                r.map.markNonVolatile(1..<2, wait: {}) { _ in }
+                if vr_read_byte(r.baseAddress + page) != 0 { _exit(1) }
+                r.bytes[page] = 6
+                if r.bytes[page] != 6 { _exit(2) }
+            }
+        }
+    }
+
     /// Everything that is not a purged volatile page reads and writes without
     /// a fault, with both mechanisms, around purged pages.
     @Test func nothingElseFaults() async {

@@ -31,7 +31,7 @@ extension VolatileRegion {
             // Protect first, so that no access can slip in between the discard
             // and the protection and read zeros without a fault.
             do { try Kernel.protect(start, length: bytes.count, .none) } catch {
-                protectFailures.add(1, ordering: .relaxed)
+                protectFailureCount.add(1, ordering: .relaxed)
             }
         }
         do { try Kernel.advise(start, length: bytes.count, .dontNeed) } catch {
@@ -39,10 +39,15 @@ extension VolatileRegion {
         }
     }
 
-    /// Test support: asks the kernel to reclaim `range` now (`MADV_PAGEOUT`),
-    /// as it would under memory pressure. In kernel-driven mode this discards
-    /// the volatile (lazily freed) pages of the range and nothing else.
-    public func _reclaimForTesting(_ range: Range<Int>) throws(VRangeError) {
+    /// Asks the kernel to reclaim `range` now (`MADV_PAGEOUT`), as it would
+    /// under memory pressure. In kernel-driven mode this discards the range's
+    /// volatile (lazily freed) pages, which then read as purged; non-volatile
+    /// pages are never lost (without swap they stay, with swap they are
+    /// swapped out and come back intact). Useful for tests and demos.
+    ///
+    /// - Throws: a range error, `.closed`, or `.system` when the kernel lacks
+    ///   `MADV_PAGEOUT` (Linux < 5.4).
+    public func pageOut(_ range: Range<Int>) throws(VRangeError) {
         try checkOpen()
         _ = try geometry.pages(range)
         do { try Kernel.advise(baseAddress + range.lowerBound, length: range.count, .pageOut) } catch {

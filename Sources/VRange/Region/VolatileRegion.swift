@@ -33,9 +33,16 @@ public final class VolatileRegion: @unchecked Sendable {
     let slot: Int32
     private let mapMemory: UnsafeMutableRawPointer
     private let closedFlag = Atomic<Bool>(false)
-    /// mprotect(PROT_NONE) failures on purge (fallback only; e.g. the
-    /// vm.max_map_count limit): such pages still read back zero, without SIGBUS.
-    let protectFailures = Atomic<Int>(0)
+    let protectFailureCount = Atomic<Int>(0)
+    let repopulateFailureCount = Atomic<Int>(0)
+
+    /// How many purged runs could not be made inaccessible (mprotect fallback
+    /// only, e.g. at the vm.max_map_count limit). Those pages still read back
+    /// zero and are reported purged, but touching them raises no SIGBUS.
+    public var protectFailures: Int { protectFailureCount.load(ordering: .relaxed) }
+    /// How many purged runs could not be repopulated by markNonVolatile. Those
+    /// pages are filled on first touch instead.
+    public var repopulateFailures: Int { repopulateFailureCount.load(ordering: .relaxed) }
 
     /// The whole region as bytes. Valid until `close()`.
     public var bytes: UnsafeMutableRawBufferPointer {
@@ -176,19 +183,21 @@ public final class VolatileRegion: @unchecked Sendable {
     }
 
     /// Makes purged pages usable again: zero pages (userfaultfd; present
-    /// pages are skipped) or read-write protection (mprotect).
+    /// pages are skipped) or read-write protection (mprotect). A failure
+    /// (ENOMEM: page tables, or vm.max_map_count for mprotect) is counted in
+    /// `repopulateFailures` and not fatal: the fault handler fills such a
+    /// page on its first touch, and raises SIGBUS only if that fails too.
     private func repopulate(_ pages: Range<Int>) {
         let bytes = geometry.bytes(pages)
         let start = baseAddress + bytes.lowerBound
-        switch faultMechanism {
-        case .userfaultfd:
-            do { try Kernel.UserFault.zeroFill(start, length: bytes.count) } catch {
-                preconditionFailure("VRange: repopulating a purged range failed: \(error)")
+        do throws(SystemError) {
+            if faultMechanism == .userfaultfd {
+                try Kernel.UserFault.zeroFill(start, length: bytes.count)
+            } else {
+                try Kernel.protect(start, length: bytes.count, .readWrite)
             }
-        default:
-            do { try Kernel.protect(start, length: bytes.count, .readWrite) } catch {
-                preconditionFailure("VRange: unprotecting a purged range failed: \(error)")
-            }
+        } catch {
+            repopulateFailureCount.add(1, ordering: .relaxed)
         }
     }
 
