@@ -80,10 +80,10 @@ int vr_uffd_unregister(int fd, void *start, size_t length) {
   return ioctl(fd, UFFDIO_UNREGISTER, &range) == 0 ? 0 : errno;
 }
 
-int vr_uffd_zeropage(int fd, void *start, size_t length, size_t *filled_out) {
+int vr_uffd_zeropage_pages(int fd, void *start, size_t length, size_t page_size,
+                           size_t *filled_out) {
   uintptr_t at = (uintptr_t)start, end = at + length;
   size_t filled = 0;
-  long page = sysconf(_SC_PAGESIZE);
   while (at < end) {
     struct uffdio_zeropage z = {.range = {.start = at, .len = end - at}, .mode = 0};
     if (ioctl(fd, UFFDIO_ZEROPAGE, &z) == 0) {
@@ -96,7 +96,7 @@ int vr_uffd_zeropage(int fd, void *start, size_t length, size_t *filled_out) {
     filled += done;
     at += done;
     if (e == EEXIST) {
-      at += (uintptr_t)page;  // that page is present already: skip it
+      at += page_size;  // that page is present already: skip it
     } else if (e != EAGAIN && e != EINTR) {
       if (filled_out) *filled_out = filled;
       return e;
@@ -104,6 +104,10 @@ int vr_uffd_zeropage(int fd, void *start, size_t length, size_t *filled_out) {
   }
   if (filled_out) *filled_out = filled;
   return 0;
+}
+
+int vr_uffd_zeropage(int fd, void *start, size_t length, size_t *filled_out) {
+  return vr_uffd_zeropage_pages(fd, start, length, (size_t)sysconf(_SC_PAGESIZE), filled_out);
 }
 
 uint8_t vr_read_byte(const volatile void *address) {

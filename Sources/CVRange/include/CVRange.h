@@ -53,6 +53,9 @@ int vr_uffd_unregister(int fd, void *start, size_t length);
 /// present (EEXIST) are skipped, so the call fills every missing page.
 /// *filled_out (may be NULL) receives the number of bytes newly mapped.
 int vr_uffd_zeropage(int fd, void *start, size_t length, size_t *filled_out);
+/// The same with the page size given (async-signal-safe: no sysconf).
+int vr_uffd_zeropage_pages(int fd, void *start, size_t length, size_t page_size,
+                           size_t *filled_out);
 
 // MARK: - Region table (read by the fault handler)
 
@@ -68,7 +71,7 @@ enum {
 enum {
   VR_STATE_NONVOLATILE = 0,  // 0b00
   VR_STATE_VOLATILE = 1,     // 0b01
-  VR_STATE_PURGING = 2,      // 0b10: locked by a purge in flight
+  VR_STATE_PURGING = 2,      // 0b10: locked by an operation in flight
   VR_STATE_PURGED = 3,       // 0b11
 };
 
@@ -111,6 +114,8 @@ unsigned vr_scope_end(uintptr_t *records, int *overflow);
 /// MADV_FREE) inside an access scope; sets bit i of `faulted` (a bitmap of
 /// ceil(count/64) words, zeroed by the caller) for every page that faulted,
 /// i.e. that the kernel had reclaimed. Returns the number of such pages.
+/// The caller holds the pages' locks (state 10); the pass uses a scope slot
+/// reserved for it, so it works inside any depth of optimistic accesses.
 size_t vr_dirty_pages(int slot, void *start, size_t count, size_t page_size,
                       uint64_t *faulted);
 

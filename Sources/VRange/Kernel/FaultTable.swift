@@ -61,13 +61,15 @@ extension Kernel {
             return faults
         }
 
-        /// Dirties one byte of each page (cancelling MADV_FREE) inside a scope;
-        /// sets bit i of `faulted` for each page the kernel had reclaimed.
+        /// Dirties one byte of each page (cancelling MADV_FREE) inside a scope
+        /// of its own (always available, whatever the nesting); sets bit i of
+        /// `faulted` for each page the kernel had reclaimed. The caller holds
+        /// the pages' locks.
         static func dirtyPages(
             slot: Int32, start: UnsafeMutableRawPointer, count: Int, pageSize: Int,
             faulted: UnsafeMutablePointer<UInt64>
         ) -> Int {
-            Int(bitPattern: UInt(vr_dirty_pages(slot, start, count, pageSize, faulted)))
+            vr_dirty_pages(slot, start, count, pageSize, faulted)
         }
     }
 }

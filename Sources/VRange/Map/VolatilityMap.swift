@@ -9,7 +9,10 @@
 // Transitions and who makes them:
 //   markVolatile      00 -> 01            (others unchanged)
 //   markNonVolatile   01 -> 00, 11 -> 00  (waits while any page is 10)
-//   discardRuns       01 -> 10 [-> syscall] -> 11; optionally 11 -> 10 -> 11
+//   lockedRuns        some states -> 10 [-> work on the run] -> final state:
+//     purge:                      01 (and 11) -> 10 -> discard -> 11
+//     kernel-driven markVolatile: 00, 01      -> 10 -> MADV_FREE -> 01
+//     kernel-driven unmark:       01 -> 10 -> dirty (cancel MADV_FREE) -> 00
 // A page in 00 is therefore never discarded: a purge must win the CAS from 01
 // first, and markNonVolatile cannot pass a page while it is 10.
 import Synchronization
@@ -160,18 +163,26 @@ struct VolatilityMap: @unchecked Sendable {
     }
 
     /// Every page of `pages` becomes non-volatile. Waits (calling `wait`)
-    /// while a purge holds any of them, so a page is never discarded after
-    /// this returns. Calls `purged` with each maximal run of pages that had
-    /// been purged, in ascending order. Returns the number of purged pages.
+    /// while another operation holds any of them, so a page is never
+    /// discarded after this returns. Calls `purged` with each maximal run of
+    /// pages that had been purged, in ascending order. Returns the number of
+    /// purged pages.
+    ///
+    /// With `settleVolatile` (kernel-driven mode), volatile pages are locked in
+    /// the same CAS instead of being released at once; `settle` is called with
+    /// each run of them (to cancel their lazy free and find the ones the
+    /// kernel reclaimed) and they become non-volatile afterwards. No page is
+    /// ever non-volatile while it may still be lazily freed.
     @discardableResult
     func markNonVolatile(
-        _ pages: Range<Int>, wait: () -> Void, purged: (Range<Int>) -> Void
+        _ pages: Range<Int>, settleVolatile: Bool = false, wait: () -> Void,
+        settle: (Range<Int>) -> Void = { _ in }, purged: (Range<Int>) -> Void
     ) -> Int {
         var count = 0
         var runs = RunCoalescer()
+        var locked = LockedRuns(map: self, maxRun: Self.maxRun, release: .nonVolatile)
         for w in Self.wordsCovering(pages) {
             let m = Self.lowMask(word: w, pages: pages)
-            let fields = m | (m << 1)
             var old = words[w].load(ordering: .acquiring)
             while true {
                 if Self.pages(in: old, .purging) & m != 0 {
@@ -179,76 +190,136 @@ struct VolatilityMap: @unchecked Sendable {
                     old = words[w].load(ordering: .acquiring)
                     continue
                 }
-                if old & fields == 0 { break }
+                let lock = settleVolatile ? Self.pages(in: old, .volatile) & m : 0
+                let clear = m & ~lock
+                // Cleared fields -> 00; locked fields 01 -> 10.
+                let desired = (old & ~(clear | clear << 1) & ~lock) | (lock << 1)
+                if desired == old { break }
                 let (done, seen) = words[w].compareExchange(
-                    expected: old, desired: old & ~fields, ordering: .acquiringAndReleasing)
+                    expected: old, desired: desired, ordering: .acquiringAndReleasing)
                 if done {
                     let lost = Self.pages(in: old, .purged) & m
                     count += lost.nonzeroBitCount
                     Self.forEachRun(in: lost, word: w) { runs.add($0, $1, purged) }
+                    Self.forEachRun(in: lock, word: w) { locked.add($0, $1, settle) }
                     break
                 }
                 old = seen
             }
         }
+        locked.finish(settle)
         runs.flush(purged)
         return count
     }
 
-    /// The purge protocol. Locks (state 10) every volatile page of `pages`
-    /// (unless not `includeVolatile`) and every purged one when `includePurged`, one CAS per word; calls
-    /// `discard` with each maximal run of locked pages (at most `maxRun`
-    /// pages, so that a waiting markNonVolatile is not held up for long); then
-    /// marks the run purged. Returns the number of pages discarded.
+    /// Longest run handed to one piece of work, so that an operation waiting
+    /// on a locked page is not held up for long (64 MiB of 4 KiB pages).
+    static let maxRun = 16384
+
+    /// The per-page lock (DESIGN.md §2). In one CAS per word, locks (state
+    /// 10) the pages of `pages` that `select` picks from each word (it gets
+    /// the word and the range's low-bit mask and returns low bits within it);
+    /// calls `work` with each maximal run of locked pages (at most `maxRun`);
+    /// then moves the run to `release`. Pages locked by others are skipped.
+    /// Returns the number of pages locked.
     @discardableResult
-    func discardRuns(
-        in pages: Range<Int>, includePurged: Bool = false, includeVolatile: Bool = true,
-        maxRun: Int = 16384,
-        _ discard: (Range<Int>) -> Void
+    func lockedRuns(
+        in pages: Range<Int>, select: (UInt64, UInt64) -> UInt64,
+        maxRun: Int = maxRun, release: LockRelease, _ work: (Range<Int>) -> Void
     ) -> Int {
         if pages.isEmpty { return 0 }
         var total = 0
-        var runStart = 0, runEnd = 0
-        func flush() {
-            if runEnd > runStart {
-                let run = runStart..<runEnd
-                discard(run)
-                for w in Self.wordsCovering(run) {
-                    // 10 | 01 = 11: only this call holds these pages' locks.
-                    words[w].bitwiseOr(Self.lowMask(word: w, pages: run), ordering: .releasing)
-                }
-            }
-            runStart = 0
-            runEnd = 0
-        }
+        var locked = LockedRuns(map: self, maxRun: maxRun, release: release)
         for w in Self.wordsCovering(pages) {
             let m = Self.lowMask(word: w, pages: pages)
             var old = words[w].load(ordering: .relaxed)
-            var locked: UInt64 = 0
             while true {
-                var eligible: UInt64 = includeVolatile ? Self.pages(in: old, .volatile) & m : 0
-                if includePurged { eligible |= Self.pages(in: old, .purged) & m }
+                let eligible = select(old, m) & m & ~Self.pages(in: old, .purging)
                 if eligible == 0 { break }
-                // 01 -> 10 and 11 -> 10: clear the low bit, set the high bit.
+                // Selected fields -> 10: clear the low bit, set the high bit.
                 let desired = (old & ~eligible) | (eligible << 1)
                 let (done, seen) = words[w].compareExchange(
                     expected: old, desired: desired, ordering: .acquiringAndReleasing)
-                if done { locked = eligible; break }
+                if done {
+                    total += eligible.nonzeroBitCount
+                    Self.forEachRun(in: eligible, word: w) { locked.add($0, $1, work) }
+                    break
+                }
                 old = seen
             }
-            Self.forEachRun(in: locked, word: w) { first, count in
-                total += count
-                if first == runEnd && runEnd - runStart + count <= maxRun {
-                    runEnd += count
-                } else {
-                    flush()
-                    runStart = first
-                    runEnd = first + count
-                }
+        }
+        locked.finish(work)
+        return total
+    }
+
+    /// The purge protocol: locks the volatile pages of `pages` (unless not
+    /// `includeVolatile`) and the purged ones when `includePurged`, calls
+    /// `discard` with each run, then marks it purged. Returns the number of
+    /// pages discarded.
+    @discardableResult
+    func discardRuns(
+        in pages: Range<Int>, includePurged: Bool = false, includeVolatile: Bool = true,
+        maxRun: Int = maxRun, _ discard: (Range<Int>) -> Void
+    ) -> Int {
+        lockedRuns(in: pages, select: { word, m in
+            (includeVolatile ? Self.pages(in: word, .volatile) : 0)
+                | (includePurged ? Self.pages(in: word, .purged) : 0)
+        }, maxRun: maxRun, release: .purged, discard)
+    }
+
+    /// Releases a run of pages this thread holds locked (state 10).
+    @inline(__always)
+    func release(_ run: Range<Int>, to final: LockRelease) {
+        for w in Self.wordsCovering(run) {
+            let m = Self.lowMask(word: w, pages: run)
+            switch final {
+            case .purged: words[w].bitwiseOr(m, ordering: .releasing)  // 10 -> 11
+            case .volatile: words[w].bitwiseXor(m | m << 1, ordering: .releasing)  // 10 -> 01
+            case .nonVolatile: words[w].bitwiseAnd(~(m << 1), ordering: .releasing)  // 10 -> 00
             }
         }
-        flush()
-        return total
+    }
+}
+
+/// The state a locked run ends in.
+enum LockRelease {
+    case purged, volatile, nonVolatile
+}
+
+/// Collects pages locked word by word into maximal runs of at most `maxRun`
+/// pages; each finished run is handed to the work, then released.
+struct LockedRuns {
+    let map: VolatilityMap
+    let maxRun: Int
+    let release: LockRelease
+    private var start = 0
+    private var end = 0
+
+    init(map: VolatilityMap, maxRun: Int, release: LockRelease) {
+        self.map = map
+        self.maxRun = maxRun
+        self.release = release
+    }
+
+    @inline(__always)
+    mutating func add(_ first: Int, _ count: Int, _ work: (Range<Int>) -> Void) {
+        if first == end && end > start && end - start + count <= maxRun {
+            end += count
+        } else {
+            finish(work)
+            start = first
+            end = first + count
+        }
+    }
+
+    @inline(__always)
+    mutating func finish(_ work: (Range<Int>) -> Void) {
+        if end > start {
+            work(start..<end)
+            map.release(start..<end, to: release)
+        }
+        start = 0
+        end = 0
     }
 }
 

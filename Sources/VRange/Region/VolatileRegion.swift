@@ -35,6 +35,7 @@ public final class VolatileRegion: @unchecked Sendable {
     private let closedFlag = Atomic<Bool>(false)
     let protectFailureCount = Atomic<Int>(0)
     let repopulateFailureCount = Atomic<Int>(0)
+    let lazyFreeFailureCount = Atomic<Int>(0)
 
     /// How many purged runs could not be made inaccessible (mprotect fallback
     /// only, e.g. at the vm.max_map_count limit). Those pages still read back
@@ -43,6 +44,9 @@ public final class VolatileRegion: @unchecked Sendable {
     /// How many purged runs could not be repopulated by markNonVolatile. Those
     /// pages are filled on first touch instead.
     public var repopulateFailures: Int { repopulateFailureCount.load(ordering: .relaxed) }
+    /// Kernel-driven mode: how many runs the kernel refused to free lazily
+    /// (MADV_FREE). They stay volatile; only the library can purge them.
+    public var lazyFreeFailures: Int { lazyFreeFailureCount.load(ordering: .relaxed) }
 
     /// The whole region as bytes. Valid until `close()`.
     public var bytes: UnsafeMutableRawBufferPointer {
@@ -147,10 +151,19 @@ public final class VolatileRegion: @unchecked Sendable {
     public func markVolatile(offset: Int, length: Int) throws(VRangeError) {
         try checkOpen()
         let pages = try geometry.pages(offset: offset, length: length)
-        map.markVolatile(pages)
-        if isKernelDriven {
-            // Advice only: if the kernel refuses it, the library can still purge.
-            try? Kernel.advise(baseAddress + offset, length: length, .free)
+        guard isKernelDriven else {
+            map.markVolatile(pages)
+            return
+        }
+        // MADV_FREE under the page lock, so that no markNonVolatile can pass
+        // these pages between the mark and the advice. Purged pages stay
+        // purged; pages locked by a purge in flight end purged anyway.
+        map.lockedRuns(in: pages, select: { word, _ in ~word >> 1 & VolatilityMap.lowBits }, release: .volatile) { run in
+            let bytes = geometry.bytes(run)
+            do throws(SystemError) { try Kernel.advise(baseAddress + bytes.lowerBound, length: bytes.count, .free) } catch {
+                // Advice only: the pages stay volatile, the library can still purge them.
+                lazyFreeFailureCount.add(1, ordering: .relaxed)
+            }
         }
     }
 
@@ -172,9 +185,11 @@ public final class VolatileRegion: @unchecked Sendable {
         try checkOpen()
         let pages = try geometry.pages(offset: offset, length: length)
         var reclaimed: [Range<Int>] = []
-        if isKernelDriven { reclaimed = cancelLazyFree(pages) }
         var purged: [Range<Int>] = []
-        map.markNonVolatile(pages, wait: Kernel.yield) { purged.append($0) }
+        map.markNonVolatile(
+            pages, settleVolatile: isKernelDriven, wait: Kernel.yield,
+            settle: { cancelLazyFree($0, lost: &reclaimed) },
+            purged: { purged.append($0) })
         for run in purged { repopulate(run) }
         if !reclaimed.isEmpty { purged = Self.union(purged, reclaimed) }
         return NonVolatileResult(
@@ -201,33 +216,23 @@ public final class VolatileRegion: @unchecked Sendable {
         }
     }
 
-    /// Kernel-driven mode: writes to every volatile page of `pages` so that
-    /// the kernel can no longer reclaim it; returns the runs of pages it had
-    /// already reclaimed (they faulted and are now zero-filled).
-    private func cancelLazyFree(_ pages: Range<Int>) -> [Range<Int>] {
-        var volatileRuns: [Range<Int>] = []
-        map.forEachRun(of: .volatile, in: pages) { volatileRuns.append($0) }
-        var lost: [Range<Int>] = []
-        for run in volatileRuns {
-            var faulted = [UInt64](repeating: 0, count: (run.count + 63) / 64)
-            let n = faulted.withUnsafeMutableBufferPointer {
-                Kernel.FaultTable.dirtyPages(
-                    slot: slot, start: baseAddress + (run.lowerBound << geometry.pageShift),
-                    count: run.count, pageSize: pageSize, faulted: $0.baseAddress!)
-            }
-            if n < 0 {
-                // Access scopes nested too deep on this thread: be conservative.
-                lost.append(run)
-                continue
-            }
-            if n == 0 { continue }
-            var coalescer = RunCoalescer()
-            for i in 0..<run.count where faulted[i / 64] & (1 << UInt64(i % 64)) != 0 {
-                coalescer.add(run.lowerBound + i, 1) { lost.append($0) }
-            }
-            coalescer.flush { lost.append($0) }
+    /// Kernel-driven mode: writes to every page of `run` (which this thread
+    /// holds locked) so that the kernel can no longer reclaim it, and appends
+    /// to `lost` the runs of pages it had already reclaimed (they faulted and
+    /// are now zero-filled).
+    private func cancelLazyFree(_ run: Range<Int>, lost: inout [Range<Int>]) {
+        var faulted = [UInt64](repeating: 0, count: (run.count + 63) / 64)
+        let n = faulted.withUnsafeMutableBufferPointer {
+            Kernel.FaultTable.dirtyPages(
+                slot: slot, start: baseAddress + (run.lowerBound << geometry.pageShift),
+                count: run.count, pageSize: pageSize, faulted: $0.baseAddress!)
         }
-        return lost
+        if n == 0 { return }
+        var coalescer = RunCoalescer()
+        for i in 0..<run.count where faulted[i / 64] & (1 << UInt64(i % 64)) != 0 {
+            coalescer.add(run.lowerBound + i, 1) { lost.append($0) }
+        }
+        coalescer.flush { lost.append($0) }
     }
 
     /// Union of two sorted lists of disjoint page runs, as maximal runs.
