@@ -82,4 +82,38 @@ func checkInheritedRegion(_ r: VolatileRegion) -> Int32 {
             _exit(0)
         }
     }
+
+    /// A fork while another thread holds pages locked for a purge: in the
+    /// child those locks have no owner. They must not stay locked for ever
+    /// (markNonVolatile would wait for ever): the child sees the pages purged.
+    @Test(arguments: mechanisms)
+    func forkDuringAPurgeLeavesNoPageLocked(_ m: FaultMechanism) async throws {
+        setenv("VRANGE_TEST_MECHANISM", m == .userfaultfd ? "1" : "2", 1)
+        await #expect(processExitsWith: .success) {
+            let m: FaultMechanism = environmentInt("VRANGE_TEST_MECHANISM", 1) == 1 ? .userfaultfd : .mprotect
+            let r = try! VolatileRegion(byteCount: 8 * page, options: .init(faultMechanism: m))
+            for p in 0..<8 { r.bytes[p * page] = UInt8(p + 1) }
+            try! r.markVolatile(0..<(8 * page))
+            var status: Int32 = -1
+            r.map.discardRuns(in: 2..<5) { run in
+                // Inside the purge: pages 2..<5 are locked by this thread.
+                status = forked {
+                    var unblock = sigset_t()
+                    sigemptyset(&unblock)
+                    sigaddset(&unblock, SIGALRM)
+                    pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
+                    alarm(20)  // a hang dies of SIGALRM instead of blocking the suite
+                    guard let result = try? r.markNonVolatile(0..<(8 * page)) else { return 20 }
+                    guard result.purgedRanges == [(2 * page)..<(5 * page)] else { return 21 }
+                    for p in 0..<8 where r.bytes[p * page] != ((2..<5).contains(p) ? 0 : UInt8(p + 1)) { return 22 }
+                    return 0
+                }
+                r.discard(run)
+            }
+            if exitCode(status) != 0 { print("child: status \(status)"); _exit(1) }
+            // The parent's purge completed normally.
+            if (try? r.pageStates((2 * page)..<(5 * page))) != [.purged, .purged, .purged] { _exit(2) }
+            _exit(0)
+        }
+    }
 }

@@ -64,24 +64,6 @@ final class MapFixture {
         #expect(f.states(5..<9) == Array(repeating: .purged, count: 4))
     }
 
-    @Test func markNonVolatileWaitsForAPurgeInFlight() {
-        let f = MapFixture(pages: 40)
-        f.map.markVolatile(0..<40)
-        var waits = 0
-        var reported: [Range<Int>] = []
-        f.map.discardRuns(in: 33..<35) { _ in
-            // Simulate a concurrent markNonVolatile arriving mid-purge: it must
-            // wait, and may only proceed once the purge finished.
-            let word = 1
-            let lockedBits = (f.map.words[word].load(ordering: .relaxed) >> 1) & VolatilityMap.lowBits
-            #expect(lockedBits != 0)
-        }
-        // After the purge completes, markNonVolatile passes and reports it.
-        f.map.markNonVolatile(30..<40, wait: { waits += 1 }) { reported.append($0) }
-        #expect(waits == 0)
-        #expect(reported == [33..<35])
-    }
-
     @Test func markNonVolatileCallsWaitWhilePurging() {
         let f = MapFixture(pages: 32)
         f.map.markVolatile(0..<32)
@@ -96,6 +78,37 @@ final class MapFixture {
         #expect(waits == 3)
         #expect(n == 1)
         #expect(f.map.census(0..<32) == (0, 0, 0))
+    }
+
+    @Test func settlingUnmarkLocksVolatilePagesUntilSettled() {
+        let f = MapFixture(pages: 40)
+        f.map.markVolatile(0..<40)
+        f.map.discardRuns(in: 10..<12) { _ in }
+        var settled: [Range<Int>] = []
+        var reported: [Range<Int>] = []
+        f.map.markNonVolatile(0..<40, settleVolatile: true, wait: { Issue.record("nothing to wait for") }, settle: { run in
+            settled.append(run)
+            // While settling, the run is locked and purged pages already cleared.
+            #expect(run.allSatisfy { f.map.state(ofPage: $0) == .purging })
+            #expect(f.map.state(ofPage: 10) == .nonVolatile)
+        }) { reported.append($0) }
+        #expect(settled == [0..<10, 12..<40])
+        #expect(reported == [10..<12])
+        #expect(f.map.census(0..<40) == (0, 0, 0))
+    }
+
+    @Test func lockedRunsReleaseToTheRequestedState() {
+        let f = MapFixture(pages: 8)
+        f.map.markVolatile(4..<6)
+        f.map.discardRuns(in: 5..<6) { _ in }
+        // A kernel-driven markVolatile: 00 and 01 locked, 11 left alone.
+        var runs: [Range<Int>] = []
+        f.map.lockedRuns(in: 0..<8, select: { word, _ in ~word >> 1 & VolatilityMap.lowBits }, release: .volatile) { run in
+            runs.append(run)
+            #expect(run.allSatisfy { f.map.state(ofPage: $0) == .purging })
+        }
+        #expect(runs == [0..<5, 6..<8])
+        #expect(f.states(0..<8) == [.volatile, .volatile, .volatile, .volatile, .volatile, .purged, .volatile, .volatile])
     }
 
     @Test func maxRunSplitsLongRuns() {

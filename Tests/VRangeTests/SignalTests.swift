@@ -8,6 +8,9 @@ import Testing
 import Glibc
 #endif
 
+/// How often the one-shot handler ran.
+nonisolated(unsafe) var oneShotCalls = 0
+
 /// The page the application's handler expects to see in si_addr.
 nonisolated(unsafe) var expectedFaultAddress: UnsafeMutableRawPointer?
 
@@ -114,6 +117,98 @@ func touchBeyondEndOfFile() {
             _ = try! VolatileRegion(byteCount: page)
             _ = vr_raise_in_thread(SIGBUS)
         }
+    }
+
+    /// A plain (non-SA_SIGINFO) application handler is called too.
+    @Test func purgedTouchReachesAPlainHandler() async {
+        await #expect(processExitsWith: .exitCode(44)) {
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = { _ in _exit(44) }
+            sigemptyset(&action.sa_mask)
+            sigaction(SIGBUS, &action, nil)
+            let r = try! VolatileRegion(byteCount: page)
+            try! r.markVolatile(0..<page)
+            try! r.purge(0..<page)
+            _ = vr_read_byte(r.baseAddress)
+        }
+    }
+
+    /// SA_RESETHAND: the application's one-shot handler runs once; the fault
+    /// recurs when it returns and then takes the default action.
+    @Test func oneShotHandlerRunsOnceThenDefault() async {
+        await #expect(processExitsWith: .signal(SIGBUS)) {
+            var action = sigaction()
+            action.sa_flags = SA_SIGINFO | Int32(bitPattern: UInt32(SA_RESETHAND))
+            action.__sigaction_handler.sa_sigaction = { _, _, _ in
+                oneShotCalls += 1
+                if oneShotCalls > 1 { _exit(45) }  // called again: not one-shot
+            }
+            sigemptyset(&action.sa_mask)
+            sigaction(SIGBUS, &action, nil)
+            let r = try! VolatileRegion(byteCount: page)
+            try! r.markVolatile(0..<page)
+            try! r.purge(0..<page)
+            _ = vr_read_byte(r.baseAddress)
+        }
+    }
+
+    /// A SIGBUS the application ignores and that is not a fault stays ignored.
+    @Test func ignoredSentSIGBUSStaysIgnored() async {
+        await #expect(processExitsWith: .success) {
+            signal(SIGBUS, SIG_IGN)
+            _ = try! VolatileRegion(byteCount: page)
+            _ = vr_raise_in_thread(SIGBUS)
+        }
+    }
+
+    /// A fault on a purged page cannot be ignored: SIG_IGN still dies of SIGBUS.
+    @Test func ignoredPurgedFaultStillKills() async {
+        await #expect(processExitsWith: .signal(SIGBUS)) {
+            signal(SIGBUS, SIG_IGN)
+            let r = try! VolatileRegion(byteCount: page)
+            try! r.markVolatile(0..<page)
+            try! r.purge(0..<page)
+            _ = vr_read_byte(r.baseAddress)
+        }
+    }
+
+    /// An unrelated SIGSEGV still reaches the application's SIGSEGV handler
+    /// while mprotect-mechanism regions (which use SIGSEGV) exist.
+    @Test func unrelatedSIGSEGVReachesTheApplicationsHandler() async {
+        await #expect(processExitsWith: .exitCode(46)) {
+            var action = sigaction()
+            action.__sigaction_handler.sa_handler = { _ in _exit(46) }
+            sigemptyset(&action.sa_mask)
+            sigaction(SIGSEGV, &action, nil)
+            let r = try! VolatileRegion(byteCount: page, options: .init(faultMechanism: .mprotect))
+            try! r.markVolatile(0..<page)
+            try! r.purge(0..<page)
+            let guardPage = mmap(nil, page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)!
+            _ = vr_read_byte(guardPage)
+        }
+    }
+
+    /// The handler preserves errno for the code it interrupted.
+    @Test(arguments: mechanisms)
+    func faultsPreserveErrno(_ m: FaultMechanism) throws {
+        let r = try region(pages: 2, m)
+        try r.markVolatile(bytes(0..<2))
+        let seen = try r.withVolatileAccess(bytes(0..<2)) { buffer -> Int32 in
+            _ = try? r.purge(bytes(0..<1))
+            errno = 4321
+            _ = vr_read_byte(buffer.baseAddress!)  // faults; the handler makes syscalls
+            return errno
+        }
+        #expect(seen == .purged)
+        errno = 0
+        var preserved: Int32 = 0
+        _ = try r.withVolatileAccess(bytes(1..<2)) { buffer in
+            _ = try? r.purge(bytes(1..<2))
+            errno = 4321
+            _ = vr_read_byte(buffer.baseAddress!)
+            preserved = errno
+        }
+        #expect(preserved == 4321)
     }
 
     /// A page already marked non-volatile whose repopulation has not happened
