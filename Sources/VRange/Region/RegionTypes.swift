@@ -94,8 +94,15 @@ public struct RegionStatus: Sendable, Equatable {
     /// Bytes marked volatile and still intact.
     public let volatileBytes: Int
     /// Bytes marked volatile that have been purged (by the library, or by the
-    /// kernel in kernel-driven mode), including purges in flight.
+    /// kernel in kernel-driven mode), including pages held by an operation in
+    /// flight (a purge, or a kernel-driven mark).
     public let purgedBytes: Int
     /// Bytes marked non-volatile.
     public var nonVolatileBytes: Int { bytes - volatileBytes - purgedBytes }
+
+    public init(bytes: Int, volatileBytes: Int, purgedBytes: Int) {
+        self.bytes = bytes
+        self.volatileBytes = volatileBytes
+        self.purgedBytes = purgedBytes
+    }
 }

@@ -252,7 +252,10 @@ public final class VolatileRegion: @unchecked Sendable {
     // MARK: - Status
 
     /// A snapshot of the whole region. In kernel-driven mode, volatile pages
-    /// the kernel has reclaimed count as purged (found with mincore).
+    /// the kernel has reclaimed count as purged (found with mincore; on a
+    /// host with swap, a volatile page that was written after being marked
+    /// and then swapped out also counts, although markNonVolatile will find
+    /// it intact).
     public func status() throws(VRangeError) -> RegionStatus {
         try status(0..<size)
     }
