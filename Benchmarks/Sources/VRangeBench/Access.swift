@@ -1,0 +1,70 @@
+// Optimistic access that hits a purged page, against a bare SIGBUS round
+// trip (fault, handler doing UFFDIO_ZEROPAGE, return).
+import CBench
+import VRange
+
+/// ns per bare SIGBUS round trip. The baseline installs its own handler
+/// around the reads and puts back the previous one (VRange's) afterwards.
+func bareSigbus() throws -> Double {
+    var e: Int32 = 0
+    let ns = cb_sigbus_roundtrips(&e)
+    if ns == 0 { throw BenchError("bare SIGBUS round trip failed (errno \(e))") }
+    return Double(ns) / Double(cb_sigbus_pages())
+}
+
+func accessRows(_ c: Config, sigbusReady: Int32) throws -> [Row] {
+    var rows: [Row] = []
+    let ps = c.pageSize, n = c.faultPages
+    let region = try VolatileRegion(byteCount: n * ps)
+    defer { region.close() }
+    let all = 0..<region.size
+
+    guard sigbusReady == 0 else {
+        let why = "userfaultfd unavailable (errno \(sigbusReady))"
+        return [Row(what: "optimistic access that hits a purged page", vrange: "n/a", baseline: why,
+                    ratio: "—", goal: "≤ 2× the time", result: "n/a")]
+    }
+
+    // (b) The fault path: the map says volatile, the page is gone (discarded
+    // behind the library's back, as the kernel does in kernel-driven mode or
+    // as a purge racing with the access does). The read faults, the handler
+    // maps a zero page, the access returns .purged and discards the page again.
+    if region.faultMechanism == .userfaultfd {
+        let faultPath = { () throws -> Double in
+            try region.markNonVolatile(all)
+            try region.markVolatile(all)
+            _ = cb_madvise(region.baseAddress, region.size, cb_MADV_DONTNEED)
+            var purged = 0
+            let t0 = now()
+            for i in 0..<n {
+                let r = try region.withVolatileAccess((i * ps)..<((i + 1) * ps)) { cb_read_byte($0.baseAddress!) }
+                if case .purged = r { purged += 1 }
+            }
+            let t = Double(now() - t0)
+            if purged != n { throw BenchError("\(n - purged) faulting accesses did not report .purged") }
+            return t / Double(n)
+        }
+        let f = try interleaved(rounds: c.bigRounds * 3, [faultPath, bareSigbus])
+        rows.append(Row("optimistic access that hits a purged page (fault path)", vrange: f[0], fmtTime(f[0]),
+                        baseline: f[1], "bare SIGBUS round trip: \(fmtTime(f[1]))", goal: .timeAtMost(2)))
+    } else {
+        rows.append(Row(what: "optimistic access that hits a purged page (fault path)", vrange: "n/a",
+                        baseline: "region fell back to mprotect", ratio: "—", goal: "≤ 2× the time", result: "n/a"))
+    }
+
+    // (a) The page is already known purged: the map answers, the body never runs.
+    try region.markVolatile(0..<ps)
+    try region.purge(0..<ps)
+    let known = { () throws -> Double in
+        let t0 = now()
+        for _ in 0..<c.batch {
+            let r = try region.withVolatileAccess(0..<ps) { cb_read_byte($0.baseAddress!) }
+            if case .intact = r { throw BenchError("a purged page read as intact") }
+        }
+        return Double(now() - t0) / Double(c.batch)
+    }
+    let k = try interleaved(rounds: c.smallRounds, [known, bareSigbus])
+    rows.append(Row("optimistic access of a page already known purged", vrange: k[0], fmtTime(k[0]),
+                    baseline: k[1], "bare SIGBUS round trip: \(fmtTime(k[1]))", goal: .timeAtMost(2)))
+    return rows
+}
