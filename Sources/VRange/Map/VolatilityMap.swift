@@ -145,7 +145,22 @@ struct VolatilityMap: @unchecked Sendable {
     /// Non-volatile pages of `pages` become volatile; volatile, purging and
     /// purged pages keep their state. Returns how many pages changed.
     @discardableResult
+    @inline(__always)
     func markVolatile(_ pages: Range<Int>) -> Int {
+        let w = pages.lowerBound / Self.pagesPerWord
+        if (pages.upperBound - 1) / Self.pagesPerWord == w {
+            // One word (the common case for small ranges): one load, one CAS.
+            let m = Self.lowMask(word: w, pages: pages)
+            var old = words[w].load(ordering: .relaxed)
+            while true {
+                let add = Self.pages(in: old, .nonVolatile) & m
+                if add == 0 { return 0 }
+                let (done, seen) = words[w].compareExchange(
+                    expected: old, desired: old | add, ordering: .acquiringAndReleasing)
+                if done { return add.nonzeroBitCount }
+                old = seen
+            }
+        }
         var changed = 0
         for w in Self.wordsCovering(pages) {
             let m = Self.lowMask(word: w, pages: pages)
@@ -210,6 +225,27 @@ struct VolatilityMap: @unchecked Sendable {
         locked.finish(settle)
         runs.flush(purged)
         return count
+    }
+
+    /// The fast path of `markNonVolatile` for a range within one word and no
+    /// settling: returns the low bits of the pages that had been purged (the
+    /// map has been updated), or nil, having changed nothing, when the range
+    /// spans words or a page is held by an operation in flight.
+    @inline(__always)
+    func markNonVolatileInOneWord(_ pages: Range<Int>) -> UInt64? {
+        let w = pages.lowerBound / Self.pagesPerWord
+        guard (pages.upperBound - 1) / Self.pagesPerWord == w else { return nil }
+        let m = Self.lowMask(word: w, pages: pages)
+        let fields = m | m << 1
+        var old = words[w].load(ordering: .acquiring)
+        while true {
+            if Self.pages(in: old, .purging) & m != 0 { return nil }
+            if old & fields == 0 { return 0 }
+            let (done, seen) = words[w].compareExchange(
+                expected: old, desired: old & ~fields, ordering: .acquiringAndReleasing)
+            if done { return Self.pages(in: old, .purged) & m }
+            old = seen
+        }
     }
 
     /// Longest run handed to one piece of work, so that an operation waiting

@@ -51,19 +51,29 @@ public enum PurgeOutcome: Sendable, Equatable {
 public struct NonVolatileResult: Sendable, Equatable {
     /// The byte range that was marked non-volatile.
     public let range: Range<Int>
-    /// The byte ranges (page-aligned, ascending, maximal) that had been purged
-    /// and now read as zeros. Empty when the range is intact.
-    public let purgedRanges: [Range<Int>]
+    /// nil when intact: the common case carries no array at all (no
+    /// reference counting on the hot path).
+    private let lost: [Range<Int>]?
 
     public init(range: Range<Int>, purgedRanges: [Range<Int>]) {
         self.range = range
-        self.purgedRanges = purgedRanges
+        self.lost = purgedRanges.isEmpty ? nil : purgedRanges
     }
 
+    /// An intact result.
+    @inline(__always)
+    init(intact range: Range<Int>) {
+        self.range = range
+        self.lost = nil
+    }
+
+    /// The byte ranges (page-aligned, ascending, maximal) that had been purged
+    /// and now read as zeros. Empty when the range is intact.
+    public var purgedRanges: [Range<Int>] { lost ?? [] }
     /// `.purged` if any page of the range was purged, otherwise `.intact`.
-    public var outcome: PurgeOutcome { purgedRanges.isEmpty ? .intact : .purged }
+    public var outcome: PurgeOutcome { lost == nil ? .intact : .purged }
     /// Whether any page was purged.
-    public var wasPurged: Bool { !purgedRanges.isEmpty }
+    public var wasPurged: Bool { lost != nil }
     /// How many bytes were lost.
     public var purgedBytes: Int { purgedRanges.reduce(0) { $0 + $1.count } }
 }
