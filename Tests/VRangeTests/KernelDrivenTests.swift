@@ -93,16 +93,9 @@ import Glibc
             try r.markVolatile(bytes(0..<64))
             for _ in 0..<(round % 7) { sched_yield() }
             let result = try r.markNonVolatile(bytes(0..<64))
-            let lost = Set(pageRuns(result).flatMap { Array($0) })
-            for p in 0..<64 {
-                if lost.contains(p) {
-                    purged += 1
-                    #expect(isZero(r, page: p), "round \(round) page \(p) reported purged but not zero")
-                } else {
-                    intact += 1
-                    #expect(holds(r, page: p, tag: tag), "round \(round) page \(p) reported intact but changed")
-                }
-            }
+            let seen = expectTruthfulUnmark(r, result, pages: 0..<64, tag: tag, "round \(round)")
+            intact += seen.intact
+            purged += seen.lost.count
         }
         done.store(true, ordering: .relaxed)
         reclaimer.join()
@@ -140,16 +133,9 @@ import Glibc
             try r.markVolatile(bytes(0..<32))
             for _ in 0..<(round % 5) { sched_yield() }
             let result = try r.markNonVolatile(bytes(0..<32))
-            let lost = Set(pageRuns(result).flatMap { Array($0) })
-            for p in 0..<32 {
-                if lost.contains(p) {
-                    purged += 1
-                    #expect(isZero(r, page: p), "round \(round) page \(p) reported purged but not zero")
-                } else {
-                    intact += 1
-                    #expect(holds(r, page: p, tag: tag), "round \(round) page \(p) reported intact but changed")
-                }
-            }
+            let seen = expectTruthfulUnmark(r, result, pages: 0..<32, tag: tag, "round \(round)")
+            intact += seen.intact
+            purged += seen.lost.count
         }
         done.store(true, ordering: .relaxed)
         reclaimer.join()

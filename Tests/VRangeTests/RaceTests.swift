@@ -37,16 +37,10 @@ import Glibc
             try r.markVolatile(bytes(lo..<hi))
             for _ in 0..<(round % 5) { sched_yield() }
             let result = try r.markNonVolatile(bytes(lo..<hi))
-            let lost = Set(pageRuns(result).flatMap { Array($0) })
-            for p in lo..<hi {
-                if lost.contains(p) {
-                    purged += 1
-                    #expect(isZero(r, page: p), "seed \(seed) round \(round) page \(p): reported purged, not zero")
-                } else {
-                    intact += 1
-                    #expect(holds(r, page: p, tag: tag), "seed \(seed) round \(round) page \(p): reported intact, changed")
-                }
-            }
+            let seen = expectTruthfulUnmark(r, result, pages: lo..<hi, tag: tag, "seed \(seed) round \(round)")
+            let lost = seen.lost
+            intact += seen.intact
+            purged += lost.count
             // Non-volatile now: the purger keeps running and must not touch them.
             for _ in 0..<3 { sched_yield() }
             for p in lo..<hi where !lost.contains(p) {

@@ -28,6 +28,17 @@ func installApplicationBusHandler() {
     sigaction(SIGBUS, &action, nil)
 }
 
+/// With the application's handler installed first, touches a purged page
+/// of a region using `mechanism`: the handler must exit 42.
+func touchPurgedPageWithApplicationHandler(_ mechanism: FaultMechanism) {
+    installApplicationBusHandler()
+    let r = try! VolatileRegion(byteCount: 2 * page, options: .init(faultMechanism: mechanism))
+    try! r.markVolatile(0..<(2 * page))
+    try! r.purge(page..<(2 * page))
+    expectedFaultAddress = r.baseAddress + page + 8
+    _ = vr_read_byte(r.baseAddress + page + 8)
+}
+
 /// A real SIGBUS that has nothing to do with VRange: a shared mapping past
 /// the end of an empty memfd.
 func touchBeyondEndOfFile() {
@@ -70,25 +81,11 @@ func touchBeyondEndOfFile() {
     /// with both mechanisms (mprotect's SIGSEGV is converted).
     @Test func purgedTouchReachesTheApplicationsHandler_userfaultfd() async throws {
         try #require(userfaultfdAvailable, "userfaultfd unavailable: covered by the mprotect variant only")
-        await #expect(processExitsWith: .exitCode(42)) {
-            installApplicationBusHandler()
-            let r = try! VolatileRegion(byteCount: 2 * page, options: .init(faultMechanism: .userfaultfd))
-            try! r.markVolatile(0..<(2 * page))
-            try! r.purge(page..<(2 * page))
-            expectedFaultAddress = r.baseAddress + page + 8
-            _ = vr_read_byte(r.baseAddress + page + 8)
-        }
+        await #expect(processExitsWith: .exitCode(42)) { touchPurgedPageWithApplicationHandler(.userfaultfd) }
     }
 
     @Test func purgedTouchReachesTheApplicationsHandler_mprotect() async {
-        await #expect(processExitsWith: .exitCode(42)) {
-            installApplicationBusHandler()
-            let r = try! VolatileRegion(byteCount: 2 * page, options: .init(faultMechanism: .mprotect))
-            try! r.markVolatile(0..<(2 * page))
-            try! r.purge(page..<(2 * page))
-            expectedFaultAddress = r.baseAddress + page + 8
-            _ = vr_read_byte(r.baseAddress + page + 8)
-        }
+        await #expect(processExitsWith: .exitCode(42)) { touchPurgedPageWithApplicationHandler(.mprotect) }
     }
 
     /// An unrelated SIGBUS still reaches the application's own handler.

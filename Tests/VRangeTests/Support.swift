@@ -118,3 +118,25 @@ func runs(_ pages: [Int]) -> [Range<Int>] {
     }
     return out
 }
+
+/// After `markNonVolatile` of `pages` returned `result`: every page reported
+/// purged must read zero and every other page must still hold `tag`. Records
+/// an issue for each page that does not; returns how many pages were intact
+/// and which were reported purged.
+@discardableResult
+func expectTruthfulUnmark(
+    _ r: VolatileRegion, _ result: NonVolatileResult, pages: Range<Int>, tag: UInt8,
+    _ context: @autoclosure () -> String
+) -> (intact: Int, lost: Set<Int>) {
+    let lost = Set(pageRuns(result).flatMap { Array($0) })
+    var intact = 0
+    for p in pages {
+        if lost.contains(p) {
+            if !isZero(r, page: p) { Issue.record("\(context()) page \(p): reported purged, not zero") }
+        } else {
+            intact += 1
+            if !holds(r, page: p, tag: tag) { Issue.record("\(context()) page \(p): reported intact, changed") }
+        }
+    }
+    return (intact, lost)
+}
