@@ -76,12 +76,6 @@ int vr_scope_begin(int slot, const void *base, size_t length) {
   return scope_push(slot, base, length, 0, VR_SCOPE_DEPTH);
 }
 
-unsigned vr_scope_faults(void) {
-  vr_scope_stack *s = &scope_stack;
-  atomic_signal_fence(memory_order_seq_cst);
-  return s->depth > 0 ? s->scopes[s->depth - 1].faults : 0;
-}
-
 unsigned vr_scope_end(uintptr_t *records, int *overflow) {
   vr_scope_stack *s = &scope_stack;
   atomic_signal_fence(memory_order_seq_cst);

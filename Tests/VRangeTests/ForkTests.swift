@@ -21,7 +21,7 @@ func terminatingSignal(_ status: Int32) -> Int32? { status & 0x7f != 0 && status
 
 /// Exit codes of the child's checks (0 = all passed).
 func checkInheritedRegion(_ r: VolatileRegion) -> Int32 {
-    if vr_fork_restore_failures() != 0 { return 10 }
+    if Kernel.FaultTable.forkRestoreFailures != 0 { return 10 }
     guard let states = try? r.pageStates(0..<(4 * page)),
           states == [.volatile, .purged, .volatile, .nonVolatile] else { return 11 }
     guard (try? r.withVolatileAccess(0..<page) { $0.load(as: UInt8.self) }) == .intact(7) else { return 12 }

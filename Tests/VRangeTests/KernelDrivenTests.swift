@@ -86,17 +86,7 @@ import Glibc
         let reclaimer = TestThread {
             while !done.load(ordering: .relaxed) { try? r.pageOut(0..<(64 * page)) }
         }
-        var intact = 0, purged = 0
-        for round in 0..<rounds {
-            let tag = UInt8(truncatingIfNeeded: round | 1)
-            for p in 0..<64 { fill(r, page: p, tag: tag) }
-            try r.markVolatile(bytes(0..<64))
-            for _ in 0..<(round % 7) { sched_yield() }
-            let result = try r.markNonVolatile(bytes(0..<64))
-            let seen = expectTruthfulUnmark(r, result, pages: 0..<64, tag: tag, "round \(round)")
-            intact += seen.intact
-            purged += seen.lost.count
-        }
+        let (intact, purged) = try unmarkRounds(r, pages: 0..<64, rounds: rounds, yieldEvery: 7)
         done.store(true, ordering: .relaxed)
         reclaimer.join()
         print("kernel-driven race: \(intact) pages intact, \(purged) reclaimed over \(rounds) rounds")
@@ -126,17 +116,7 @@ import Glibc
                 }
             }
         }
-        var intact = 0, purged = 0
-        for round in 0..<rounds {
-            let tag = UInt8(truncatingIfNeeded: round | 1)
-            for p in 0..<32 { fill(r, page: p, tag: tag) }
-            try r.markVolatile(bytes(0..<32))
-            for _ in 0..<(round % 5) { sched_yield() }
-            let result = try r.markNonVolatile(bytes(0..<32))
-            let seen = expectTruthfulUnmark(r, result, pages: 0..<32, tag: tag, "round \(round)")
-            intact += seen.intact
-            purged += seen.lost.count
-        }
+        let (intact, purged) = try unmarkRounds(r, pages: 0..<32, rounds: rounds, yieldEvery: 5)
         done.store(true, ordering: .relaxed)
         reclaimer.join()
         reader.join()
@@ -191,5 +171,25 @@ import Glibc
         #expect(result?.purgedRanges == [bytes(1..<2)])
         #expect(holds(r, page: 0, tag: 3))
         #expect(isZero(r, page: 1))
+    }
+
+    /// Rounds of fill, mark volatile, a few yields, mark non-volatile, each
+    /// checked with `expectTruthfulUnmark`, while other threads interfere.
+    /// Returns the pages found intact and reported purged over all rounds.
+    func unmarkRounds(
+        _ r: VolatileRegion, pages: Range<Int>, rounds: Int, yieldEvery: Int
+    ) throws -> (intact: Int, purged: Int) {
+        var intact = 0, purged = 0
+        for round in 0..<rounds {
+            let tag = UInt8(truncatingIfNeeded: round | 1)
+            for p in pages { fill(r, page: p, tag: tag) }
+            try r.markVolatile(bytes(pages))
+            for _ in 0..<(round % yieldEvery) { sched_yield() }
+            let result = try r.markNonVolatile(bytes(pages))
+            let seen = expectTruthfulUnmark(r, result, pages: pages, tag: tag, "round \(round)")
+            intact += seen.intact
+            purged += seen.lost.count
+        }
+        return (intact, purged)
     }
 }

@@ -28,15 +28,21 @@ func installApplicationBusHandler() {
     sigaction(SIGBUS, &action, nil)
 }
 
-/// With the application's handler installed first, touches a purged page
-/// of a region using `mechanism`: the handler must exit 42.
-func touchPurgedPageWithApplicationHandler(_ mechanism: FaultMechanism) {
-    installApplicationBusHandler()
+/// Makes a two-page region using `mechanism`, purges its second page and
+/// reads byte 8 of it (recorded in `expectedFaultAddress`): a SIGBUS.
+func touchAPurgedPage(_ mechanism: FaultMechanism = .automatic) {
     let r = try! VolatileRegion(byteCount: 2 * page, options: .init(faultMechanism: mechanism))
     try! r.markVolatile(0..<(2 * page))
     try! r.purge(page..<(2 * page))
     expectedFaultAddress = r.baseAddress + page + 8
     _ = vr_read_byte(r.baseAddress + page + 8)
+}
+
+/// With the application's handler installed first, touches a purged page
+/// of a region using `mechanism`: the handler must exit 42.
+func touchPurgedPageWithApplicationHandler(_ mechanism: FaultMechanism) {
+    installApplicationBusHandler()
+    touchAPurgedPage(mechanism)
 }
 
 /// A real SIGBUS that has nothing to do with VRange: a shared mapping past
@@ -51,21 +57,11 @@ func touchBeyondEndOfFile() {
 @Suite("SIGBUS", .serialized) struct SignalTests {
     @Test func touchingAPurgedPageRaisesSIGBUS_userfaultfd() async throws {
         try #require(userfaultfdAvailable, "userfaultfd unavailable: covered by the mprotect variant only")
-        await #expect(processExitsWith: .signal(SIGBUS)) {
-            let r = try! VolatileRegion(byteCount: 4 * page, options: .init(faultMechanism: .userfaultfd))
-            try! r.markVolatile(0..<(4 * page))
-            try! r.purge(page..<(2 * page))
-            _ = vr_read_byte(r.baseAddress + page + 100)
-        }
+        await #expect(processExitsWith: .signal(SIGBUS)) { touchAPurgedPage(.userfaultfd) }
     }
 
     @Test func touchingAPurgedPageRaisesSIGBUS_mprotect() async {
-        await #expect(processExitsWith: .signal(SIGBUS)) {
-            let r = try! VolatileRegion(byteCount: 4 * page, options: .init(faultMechanism: .mprotect))
-            try! r.markVolatile(0..<(4 * page))
-            try! r.purge(page..<(2 * page))
-            _ = vr_read_byte(r.baseAddress + page + 100)
-        }
+        await #expect(processExitsWith: .signal(SIGBUS)) { touchAPurgedPage(.mprotect) }
     }
 
     @Test func writingAPurgedPageRaisesSIGBUS() async {
@@ -123,10 +119,7 @@ func touchBeyondEndOfFile() {
             action.__sigaction_handler.sa_handler = { _ in _exit(44) }
             sigemptyset(&action.sa_mask)
             sigaction(SIGBUS, &action, nil)
-            let r = try! VolatileRegion(byteCount: page)
-            try! r.markVolatile(0..<page)
-            try! r.purge(0..<page)
-            _ = vr_read_byte(r.baseAddress)
+            touchAPurgedPage()
         }
     }
 
@@ -142,10 +135,7 @@ func touchBeyondEndOfFile() {
             }
             sigemptyset(&action.sa_mask)
             sigaction(SIGBUS, &action, nil)
-            let r = try! VolatileRegion(byteCount: page)
-            try! r.markVolatile(0..<page)
-            try! r.purge(0..<page)
-            _ = vr_read_byte(r.baseAddress)
+            touchAPurgedPage()
         }
     }
 
@@ -162,10 +152,7 @@ func touchBeyondEndOfFile() {
     @Test func ignoredPurgedFaultStillKills() async {
         await #expect(processExitsWith: .signal(SIGBUS)) {
             signal(SIGBUS, SIG_IGN)
-            let r = try! VolatileRegion(byteCount: page)
-            try! r.markVolatile(0..<page)
-            try! r.purge(0..<page)
-            _ = vr_read_byte(r.baseAddress)
+            touchAPurgedPage()
         }
     }
 

@@ -102,8 +102,6 @@ unsigned vr_fork_restore_failures(void);
 /// (mprotect), is counted and recorded, and execution resumes.
 /// Returns 0, or EOVERFLOW when scopes are nested deeper than VR_SCOPE_DEPTH.
 int vr_scope_begin(int slot, const void *base, size_t length);
-/// Number of faults taken inside the innermost scope so far.
-unsigned vr_scope_faults(void);
 /// Closes the innermost scope. Copies up to VR_SCOPE_RECORDS page addresses
 /// that faulted into `records`, sets *overflow when more faulted than that,
 /// and returns the fault count.

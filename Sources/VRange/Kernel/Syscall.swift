@@ -35,7 +35,4 @@ enum Kernel {
     /// Gives up the processor (sched_yield); used while waiting for a purge in
     /// flight on a page.
     static func yield() { _ = sched_yield() }
-
-    /// The calling thread's id.
-    static func threadID() -> Int32 { vr_gettid() }
 }

@@ -326,47 +326,46 @@ enum LockRelease {
 /// pages; each finished run is handed to the work, then released.
 struct LockedRuns {
     let map: VolatilityMap
-    let maxRun: Int
     let release: LockRelease
-    private var start = 0
-    private var end = 0
+    private var runs: RunCoalescer
 
     init(map: VolatilityMap, maxRun: Int, release: LockRelease) {
         self.map = map
-        self.maxRun = maxRun
         self.release = release
+        self.runs = RunCoalescer(maxRun: maxRun)
     }
 
     @inline(__always)
     mutating func add(_ first: Int, _ count: Int, _ work: (Range<Int>) -> Void) {
-        if first == end && end > start && end - start + count <= maxRun {
-            end += count
-        } else {
-            finish(work)
-            start = first
-            end = first + count
+        let (map, release) = (map, release)
+        runs.add(first, count) { run in
+            work(run)
+            map.release(run, to: release)
         }
     }
 
     @inline(__always)
     mutating func finish(_ work: (Range<Int>) -> Void) {
-        if end > start {
-            work(start..<end)
-            map.release(start..<end, to: release)
+        let (map, release) = (map, release)
+        runs.flush { run in
+            work(run)
+            map.release(run, to: release)
         }
-        start = 0
-        end = 0
     }
 }
 
-/// Joins runs reported word by word into maximal runs.
+/// Joins runs reported word by word into maximal runs (of at most `maxRun`
+/// pages), handing each to `body` once it can grow no more.
 struct RunCoalescer {
+    private let maxRun: Int
     private var start = 0
     private var end = 0
 
+    init(maxRun: Int = .max) { self.maxRun = maxRun }
+
     @inline(__always)
     mutating func add(_ first: Int, _ count: Int, _ body: (Range<Int>) -> Void) {
-        if first == end && end > start {
+        if first == end && end > start && end - start + count <= maxRun {
             end += count
         } else {
             flush(body)
