@@ -6,7 +6,10 @@ extension VolatileRegion {
     /// inside `body` does not raise SIGBUS: it reads as zeros, the access is
     /// reported `.purged`, and the page goes back to its purged state after
     /// `body` returns. `body` is not run when a page of the range is already
-    /// purged. Nesting (up to 8 deep) is allowed.
+    /// purged. Nesting (up to 8 deep) is allowed. `body` cannot throw: return
+    /// a `Result` to carry an error out. While the access runs, a page it
+    /// found purged reads as zeros on every thread (not SIGBUS); it is purged
+    /// again, and faults again, once the access ends.
     ///
     /// - Returns: `.intact(value)` when no page of `range` was purged before
     ///   or during the access (so `body` read real contents), else `.purged`.
