@@ -30,10 +30,17 @@ extension VolatileRegion {
         /// monitor. Needs the userfaultfd mechanism (a reclaimed page is then
         /// a missing page). Default `false`.
         public var kernelDriven: Bool
+        /// The region's class for a `Purger`: lower classes are purged
+        /// first. Default `.normal`.
+        public var purgePriority: PurgePriority
 
-        public init(faultMechanism: FaultMechanism = .automatic, kernelDriven: Bool = false) {
+        public init(
+            faultMechanism: FaultMechanism = .automatic, kernelDriven: Bool = false,
+            purgePriority: PurgePriority = .normal
+        ) {
             self.faultMechanism = faultMechanism
             self.kernelDriven = kernelDriven
+            self.purgePriority = purgePriority
         }
     }
 }

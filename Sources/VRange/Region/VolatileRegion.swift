@@ -36,6 +36,15 @@ public final class VolatileRegion: @unchecked Sendable {
     let protectFailureCount = Atomic<Int>(0)
     let repopulateFailureCount = Atomic<Int>(0)
     let lazyFreeFailureCount = Atomic<Int>(0)
+    /// `RecencyClock.now` at the last markVolatile (stored only when it moved).
+    let lastMarkedVolatile = Atomic<UInt64>(0)
+    private let priorityRaw: Atomic<Int>
+
+    /// The region's class for a `Purger` (lower classes are purged first).
+    public var purgePriority: PurgePriority {
+        get { PurgePriority(rawValue: priorityRaw.load(ordering: .relaxed)) ?? .normal }
+        set { priorityRaw.store(newValue.rawValue, ordering: .relaxed) }
+    }
 
     /// How many purged runs could not be made inaccessible (mprotect fallback
     /// only, e.g. at the vm.max_map_count limit). Those pages still read back
@@ -114,6 +123,7 @@ public final class VolatileRegion: @unchecked Sendable {
         self.baseAddress = base
         self.faultMechanism = mechanism
         self.isKernelDriven = options.kernelDriven
+        self.priorityRaw = Atomic(options.purgePriority.rawValue)
         self.geometry = geometry
         self.map = map
         self.mapMemory = mapMemory
@@ -147,6 +157,17 @@ public final class VolatileRegion: @unchecked Sendable {
 
     // MARK: - Marks
 
+    /// Records that the region was used now, for a purger's recency order.
+    /// A load and a compare; a store only when the clock has moved, so that
+    /// threads marking the same region rarely write the same cache line.
+    @inline(__always)
+    func stampRecency() {
+        let now = RecencyClock.now
+        if lastMarkedVolatile.load(ordering: .relaxed) != now {
+            lastMarkedVolatile.store(now, ordering: .relaxed)
+        }
+    }
+
     /// Marks `range` volatile: its pages may be purged from now on. Pages
     /// already volatile or purged keep their state (marks are idempotent).
     ///
@@ -159,6 +180,7 @@ public final class VolatileRegion: @unchecked Sendable {
     public func markVolatile(offset: Int, length: Int) throws(VRangeError) {
         try checkOpen()
         let pages = try geometry.pages(offset: offset, length: length)
+        stampRecency()
         guard isKernelDriven else {
             map.markVolatile(pages)
             return
