@@ -10,13 +10,17 @@ let package = Package(
     targets: [
         // What Swift cannot import or must not run: syscall shims, the fault
         // handler and its region table.
+        // VR_TEST_HOOKS / VRANGE_TEST_HOOKS compile the test-only interleaving
+        // hooks into debug builds (what `swift test` builds); release builds
+        // have none.
         .target(
             name: "CVRange",
-            cSettings: [.define("_GNU_SOURCE")]
+            cSettings: [.define("_GNU_SOURCE"), .define("VR_TEST_HOOKS", .when(configuration: .debug))]
         ),
         .target(
             name: "VRange",
-            dependencies: ["CVRange"]
+            dependencies: ["CVRange"],
+            swiftSettings: [.define("VRANGE_TEST_HOOKS", .when(configuration: .debug))]
         ),
         .executableTarget(
             name: "VRangeDemo",

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/userfaultfd.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 const int vr_MADV_DONTNEED = MADV_DONTNEED;
+const int vr_MADV_DONTNEED_LOCKED = 24;  // Linux 5.18; older headers lack it
 const int vr_MADV_FREE = MADV_FREE;
 const int vr_MADV_PAGEOUT = 21;          // MADV_PAGEOUT, Linux 5.4; older headers lack it
 const int vr_MADV_REMOVE = MADV_REMOVE;
@@ -41,6 +43,55 @@ int vr_fallocate(int fd, int mode, off_t offset, off_t length) {
 }
 
 pid_t vr_gettid(void) { return (pid_t)syscall(SYS_gettid); }
+
+int vr_map_anonymous_unlocked(size_t length, void **out) {
+  // PROT_NONE first: under mlockall(MCL_FUTURE) a readable mapping would be
+  // populated and locked at once; an inaccessible one is not. Then unlock
+  // it (clearing VM_LOCKED) and open it.
+  void *p = mmap(NULL, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return errno;
+  int e = 0;
+  if (munlock(p, length) != 0 && errno != ENOMEM && errno != EPERM) e = errno;
+  if (e == 0 && mprotect(p, length, PROT_READ | PROT_WRITE) != 0) e = errno;
+  if (e != 0) {
+    munmap(p, length);
+    return e;
+  }
+  *out = p;
+  return 0;
+}
+
+int vr_discard(void *start, size_t length) {
+  if (madvise(start, length, MADV_DONTNEED) == 0) return 0;
+  if (errno != EINVAL) return errno;
+  // Locked pages (mlock, mlockall after the region was made): MADV_DONTNEED
+  // refuses them. MADV_DONTNEED_LOCKED (Linux 5.18) does not.
+  if (madvise(start, length, vr_MADV_DONTNEED_LOCKED) == 0) return 0;
+  if (munlock(start, length) != 0) return errno;
+  return madvise(start, length, MADV_DONTNEED) == 0 ? 0 : errno;
+}
+
+int vr_unblock_fault_signals(int *were_blocked) {
+  sigset_t set, old;
+  sigemptyset(&set);
+  sigemptyset(&old);
+  sigaddset(&set, SIGBUS);
+  sigaddset(&set, SIGSEGV);
+  // One call: unblocks both and reports what was blocked before.
+  int e = pthread_sigmask(SIG_UNBLOCK, &set, &old);
+  if (e != 0) return e;
+  *were_blocked = (sigismember(&old, SIGBUS) ? 1 : 0) | (sigismember(&old, SIGSEGV) ? 2 : 0);
+  return 0;
+}
+
+int vr_reblock_fault_signals(int were_blocked) {
+  if (were_blocked == 0) return 0;
+  sigset_t set;
+  sigemptyset(&set);
+  if (were_blocked & 1) sigaddset(&set, SIGBUS);
+  if (were_blocked & 2) sigaddset(&set, SIGSEGV);
+  return pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
 
 // Used by the fault handler and the at-fork child handler too, so it only
 // makes raw syscalls and reports through its return value.

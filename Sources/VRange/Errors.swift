@@ -38,6 +38,10 @@ public enum VRangeError: Error, Equatable, Hashable, Sendable {
     case unsupported(String)
     /// Optimistic accesses nested deeper than the library supports (8).
     case accessNestingTooDeep
+    /// `limit` regions exist already in this process (the fault handler's
+    /// table is static, so that the handler never allocates). Nothing is
+    /// missing from the host: close a region first.
+    case tooManyRegions(limit: Int)
     /// A system call failed.
     case system(SystemError)
 }

@@ -22,7 +22,7 @@ final class MapFixture {
         let f = MapFixture(pages: 100)
         #expect(f.states(0..<100).allSatisfy { $0 == .nonVolatile })
         #expect(f.map.census(0..<100) == (0, 0, 0))
-        #expect(VolatilityMap.byteCount(pages: 100) == 32)
+        #expect(VolatilityMap.byteCount(pages: 100) == 48, "4 state words + 4 discard generations")
     }
 
     @Test func markVolatileThenNonVolatileIsIntact() {
@@ -56,10 +56,10 @@ final class MapFixture {
         f.map.markVolatile(0..<64)
         f.map.discardRuns(in: 5..<9) { run in
             #expect(run == 5..<9)
-            #expect(f.states(4..<10) == [.volatile, .purging, .purging, .purging, .purging, .volatile])
+            #expect(f.states(4..<10) == [.volatile, .locked, .locked, .locked, .locked, .volatile])
             // markVolatile leaves a locked page alone.
             f.map.markVolatile(0..<64)
-            #expect(f.map.state(ofPage: 6) == .purging)
+            #expect(f.map.state(ofPage: 6) == .locked)
         }
         #expect(f.states(5..<9) == Array(repeating: .purged, count: 4))
     }
@@ -69,7 +69,7 @@ final class MapFixture {
         f.map.markVolatile(0..<32)
         // Lock page 3 by hand (a purge in flight), release it from `wait`.
         f.map.words[0].store(f.map.words[0].load(ordering: .relaxed) ^ (0b11 << 6), ordering: .relaxed)
-        #expect(f.map.state(ofPage: 3) == .purging)
+        #expect(f.map.state(ofPage: 3) == .locked)
         var waits = 0
         let n = f.map.markNonVolatile(0..<32, wait: {
             waits += 1
@@ -89,7 +89,7 @@ final class MapFixture {
         f.map.markNonVolatile(0..<40, settleVolatile: true, wait: { Issue.record("nothing to wait for") }, settle: { run in
             settled.append(run)
             // While settling, the run is locked and purged pages already cleared.
-            #expect(run.allSatisfy { f.map.state(ofPage: $0) == .purging })
+            #expect(run.allSatisfy { f.map.state(ofPage: $0) == .locked })
             #expect(f.map.state(ofPage: 10) == .nonVolatile)
         }) { reported.append($0) }
         #expect(settled == [0..<10, 12..<40])
@@ -105,7 +105,7 @@ final class MapFixture {
         var runs: [Range<Int>] = []
         f.map.lockedRuns(in: 0..<8, select: { word, _ in ~word >> 1 & VolatilityMap.lowBits }, release: .volatile) { run in
             runs.append(run)
-            #expect(run.allSatisfy { f.map.state(ofPage: $0) == .purging })
+            #expect(run.allSatisfy { f.map.state(ofPage: $0) == .locked })
         }
         #expect(runs == [0..<5, 6..<8])
         #expect(f.states(0..<8) == [.volatile, .volatile, .volatile, .volatile, .volatile, .purged, .volatile, .volatile])
@@ -171,7 +171,7 @@ final class MapFixture {
                 var discarded: [Range<Int>] = []
                 f.map.discardRuns(in: r, maxRun: 37) { run in
                     discarded.append(run)
-                    for p in run where f.map.state(ofPage: p) != .purging { Issue.record("page \(p) not locked: \(context)") }
+                    for p in run where f.map.state(ofPage: p) != .locked { Issue.record("page \(p) not locked: \(context)") }
                 }
                 let expected = r.filter { modelState($0) == .volatile }
                 #expect(discarded.flatMap { Array($0) } == expected, "\(context)")
@@ -181,7 +181,7 @@ final class MapFixture {
                 let c = f.map.census(r)
                 #expect(c.volatile == r.filter { modelState($0) == .volatile }.count, "\(context)")
                 #expect(c.purged == r.filter { modelState($0) == .purged }.count, "\(context)")
-                #expect(c.purging == 0, "\(context)")
+                #expect(c.locked == 0, "\(context)")
                 #expect(f.map.anyDiscarded(in: r) == r.contains { modelState($0) == .purged }, "\(context)")
             }
             if step % 64 == 0 {

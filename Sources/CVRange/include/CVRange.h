@@ -5,12 +5,14 @@
 // return 0 on success or a positive errno value, never -1, and never touch
 // the global errno they were given.
 //
-// Three groups:
+// Groups:
 //  - syscall shims Swift cannot import (memfd_create, fallocate,
 //    userfaultfd and its ioctls, gettid) and Linux constants it cannot see;
+//  - the process-wide userfaultfd: opening, verifying, recovering;
 //  - the lock-free table of registered regions and the per-thread access
 //    scopes, read by the fault handler;
-//  - the SIGBUS/SIGSEGV handler itself (async-signal-safe, chaining).
+//  - the SIGBUS/SIGSEGV handler itself (async-signal-safe, chaining);
+//  - test-only interleaving hooks (compiled in debug builds only).
 #ifndef CVRANGE_H
 #define CVRANGE_H
 
@@ -25,6 +27,7 @@ extern "C" {
 // MARK: - Constants Swift cannot import reliably
 
 extern const int vr_MADV_DONTNEED;
+extern const int vr_MADV_DONTNEED_LOCKED;
 extern const int vr_MADV_FREE;
 extern const int vr_MADV_PAGEOUT;
 extern const int vr_MADV_REMOVE;
@@ -40,6 +43,21 @@ extern const unsigned int vr_MFD_HUGETLB;
 int vr_memfd_create(const char *name, unsigned int flags, int *fd_out);
 int vr_fallocate(int fd, int mode, off_t offset, off_t length);
 pid_t vr_gettid(void);
+/// mmap of `length` bytes of private anonymous memory that is never mlocked,
+/// even under mlockall(MCL_FUTURE) (which would populate and lock it): mapped
+/// PROT_NONE, munlocked, then made read-write. MAP_NORESERVE.
+int vr_map_anonymous_unlocked(size_t length, void **out);
+/// madvise(MADV_DONTNEED) that also works on mlocked pages: on EINVAL it
+/// tries MADV_DONTNEED_LOCKED (Linux 5.18), then munlock and MADV_DONTNEED.
+int vr_discard(void *start, size_t length);
+/// Unblocks SIGBUS and SIGSEGV in the calling thread (a blocked synchronous
+/// fault would kill the process instead of reaching the handler); sets
+/// *were_blocked to which of them were blocked (bit 0 SIGBUS, bit 1 SIGSEGV).
+int vr_unblock_fault_signals(int *were_blocked);
+/// Blocks again what vr_unblock_fault_signals unblocked.
+int vr_reblock_fault_signals(int were_blocked);
+
+// MARK: - userfaultfd
 
 /// Opens a userfaultfd (non-blocking, close-on-exec, user-mode-only when the
 /// kernel requires it) and performs the UFFDIO_API handshake asking for
@@ -57,6 +75,17 @@ int vr_uffd_zeropage(int fd, void *start, size_t length, size_t *filled_out);
 int vr_uffd_zeropage_pages(int fd, void *start, size_t length, size_t page_size,
                            size_t *filled_out);
 
+/// The process-wide userfaultfd, opened on first use and kept at a high
+/// descriptor number (F_DUPFD_CLOEXEC), out of the way of programs that
+/// reuse low numbers. After fork() the child gets a new one, re-registered
+/// over every region.
+int vr_shared_uffd(int *fd_out);
+/// The registration epoch: it moves on every time a region's userfaultfd
+/// registration was lost (a program closed the descriptor, or a fork child
+/// could not register a region again), so a caller that sees it change must
+/// treat pages that relied on the registration as lost.
+uint64_t vr_uffd_epoch(void);
+
 // MARK: - Region table (read by the fault handler)
 
 /// How a region turns a touch of a purged page into SIGBUS.
@@ -65,32 +94,71 @@ enum {
   VR_MECHANISM_MPROTECT = 2,     // PROT_NONE page, SIGSEGV converted to SIGBUS
 };
 
+/// Region flags.
+enum {
+  /// Kernel-driven purging (MADV_FREE): a missing volatile page was
+  /// reclaimed by the kernel. Without it a missing volatile page was never
+  /// populated (filled lazily) and is intact.
+  VR_REGION_KERNEL_DRIVEN = 1,
+};
+
 /// Page states as stored in the volatility map: two bits per page, 32 pages
 /// per 64-bit word, page i in bits 2*(i%32) of word i/32. Must match
 /// Sources/VRange/Map/PageState.swift.
 enum {
   VR_STATE_NONVOLATILE = 0,  // 0b00
   VR_STATE_VOLATILE = 1,     // 0b01
-  VR_STATE_PURGING = 2,      // 0b10: locked by an operation in flight
+  VR_STATE_LOCKED = 2,       // 0b10: held by an operation in flight
   VR_STATE_PURGED = 3,       // 0b11
 };
 
 /// Maximum number of regions registered at once in one process.
 #define VR_MAX_REGIONS 4096
 
-/// Installs the process-wide handlers (once) and the at-fork child handler,
-/// then publishes a region. `map` is the region's state words; `mechanism`
-/// one of VR_MECHANISM_*. *slot_out receives the slot index.
-int vr_region_register(void *base, size_t length, size_t page_size,
-                       const uint64_t *map, int mechanism, int *slot_out);
-/// Withdraws a region; waits for handlers running on it to leave.
+/// What the fault handler needs to know about a region.
+typedef struct {
+  void *base;
+  size_t length;
+  size_t page_size;
+  /// The volatility map's state words.
+  uint64_t *map;
+  /// One discard generation per map word (see VolatilityMap).
+  uint32_t *generations;
+  /// Pages whose SIGBUS protection was given up to avoid a VMA split
+  /// (mprotect at vm.max_map_count); the region owns it.
+  uint64_t *coverage_lost;
+  int mechanism;  // VR_MECHANISM_*
+  int flags;      // VR_REGION_*
+} vr_region_info;
+
+/// Installs the process-wide handlers (once), then publishes a region; a
+/// userfaultfd region is registered with the process-wide userfaultfd
+/// (UFFDIO_REGISTER, MISSING mode) first. *slot_out receives the slot index.
+/// ENOSPC when VR_MAX_REGIONS are live.
+int vr_region_register(const vr_region_info *info, int *slot_out);
+/// Withdraws a region; returns once no handler is looking at it.
 void vr_region_unregister(int slot);
-/// The process-wide userfaultfd, opened on first use (0 or errno). After
-/// fork() the child gets a new one, re-registered over every region.
-int vr_shared_uffd(int *fd_out);
+/// Verifies that region `slot` (userfaultfd mechanism) is registered with
+/// the process-wide userfaultfd, and that this descriptor is still the one
+/// that was opened (open, same device and inode). If the descriptor was lost
+/// (a program closed every descriptor above 2), opens a new one and
+/// registers every region with it again; if only this region is not
+/// registered (a fork child failed to), registers it. *epoch_out receives
+/// the registration epoch (see vr_uffd_epoch). Returns 0 when the region is
+/// registered now, else the errno that prevented it.
+int vr_region_check_registration(int slot, uint64_t *epoch_out);
 /// How many times the at-fork child handler failed to restore a region's
 /// userfaultfd registration in this process (0 in a healthy child).
 unsigned vr_fork_restore_failures(void);
+
+/// mprotect(PROT_READ|PROT_WRITE) over pages [first, first+count) of a
+/// region, for when a plain mprotect failed with ENOMEM (vm.max_map_count:
+/// unprotecting part of a protected run needs VMA splits). Widens the range
+/// to the nearest volatile pages on either side (always accessible) or the
+/// region's ends, so that the call only merges VMAs. Adds to *lost the
+/// purged or locked pages it made accessible (they no longer raise SIGBUS).
+/// Async-signal-safe.
+int vr_unprotect_widened(const vr_region_info *info, size_t first, size_t count);
 
 // MARK: - Optimistic access scopes (per thread)
 
@@ -107,13 +175,16 @@ int vr_scope_begin(int slot, const void *base, size_t length);
 /// and returns the fault count.
 unsigned vr_scope_end(uintptr_t *records, int *overflow);
 
-/// Writes to one byte of each of `count` pages starting at `start` with an
-/// atomic add of zero (which keeps the contents and cancels a lazy
-/// MADV_FREE) inside an access scope; sets bit i of `faulted` (a bitmap of
-/// ceil(count/64) words, zeroed by the caller) for every page that faulted,
-/// i.e. that the kernel had reclaimed. Returns the number of such pages.
-/// The caller holds the pages' locks (state 10); the pass uses a scope slot
-/// reserved for it, so it works inside any depth of optimistic accesses.
+/// Kernel-driven markNonVolatile's settling pass over `count` pages from
+/// `start`, which the caller holds locked (state 10). Each page is read
+/// first: a page the kernel reclaimed faults there and is filled with the
+/// shared zero page (no memory), and bit i of `faulted` (ceil(count/64)
+/// words, zeroed by the caller) is set. A resident page that holds a
+/// non-zero byte is then written (a compare-and-swap of a byte with itself),
+/// which cancels its lazy free; an all-zero page is left alone: if the kernel
+/// reclaims it later it comes back as zeros, which are its contents. Runs in
+/// a scope slot reserved for it (works inside any depth of accesses), with
+/// SIGBUS/SIGSEGV unblocked. Returns the number of faulted pages.
 size_t vr_dirty_pages(int slot, void *start, size_t count, size_t page_size,
                       uint64_t *faulted);
 
@@ -124,6 +195,56 @@ size_t vr_dirty_pages(int slot, void *start, size_t count, size_t page_size,
 uint8_t vr_read_byte(const volatile void *address);
 /// Raises `sig` in the calling thread (tgkill).
 int vr_raise_in_thread(int sig);
+
+// MARK: - Test-only interleaving hooks
+//
+// In debug builds (VR_TEST_HOOKS, set by the manifest for the debug
+// configuration only) the library calls vr_test_hook_fire at the critical
+// windows below; a test arms rules that make a thread yield, or publish a
+// flag and wait for another, at a point, to force an interleaving on any
+// number of cores. Release builds compile the points out entirely.
+
+enum {
+  VR_HOOK_HANDLER_STATE_LOADED = 1,  // handler read a page's state (arg: page)
+  VR_HOOK_HANDLER_WAITING = 2,       // handler waits on a locked page (arg: page)
+  VR_HOOK_HANDLER_BEFORE_RECORD = 3, // between reading volatile and CAS to purged
+  VR_HOOK_HANDLER_BEFORE_FILL = 4,   // about to fill a page (arg: page)
+  VR_HOOK_HANDLER_AFTER_FILL = 5,    // filled a page (arg: page)
+  VR_HOOK_MAP_BEFORE_CAS = 6,        // map: between a word's load and its CAS (arg: word)
+  VR_HOOK_MAP_LOCKED = 7,            // map: a run is locked, before its work (arg: first page)
+  VR_HOOK_MAP_BEFORE_RELEASE = 8,    // map: a run's work is done (arg: first page)
+  VR_HOOK_ACCESS_AFTER_PRECHECK = 9, // optimistic access, before the body
+  VR_HOOK_ACCESS_BEFORE_POSTCHECK = 10,
+  VR_HOOK_DIRTY_PAGE = 11,           // settling pass, before a page (arg: page)
+  VR_HOOK_UNMARK_CLEARED = 12,       // markNonVolatile cleared purged pages, before repopulating
+  VR_HOOK_DISCARD = 13,              // a locked run is about to be discarded (arg: first byte)
+  VR_HOOK_POINTS = 14,
+};
+
+/// Whether this build has the hook points compiled in.
+int vr_test_hooks_available(void);
+/// Arms rule `index` (0..15): when `point` fires with `arg` (0: any) on
+/// thread `tid` (0: any), it yields `yields` times, sets the flags in
+/// `set_flags`, then waits until any flag of `wait_any` is set (0: no wait),
+/// at most `deadline_ms`, for `times` firings (-1: unlimited). Flags are
+/// bits of one process-wide word.
+void vr_test_hook_arm(int index, int point, uintptr_t arg, pid_t tid, int yields,
+                      uint64_t set_flags, uint64_t wait_any, int deadline_ms, int times);
+/// Disarms every rule and clears the flags and counters.
+void vr_test_hook_reset(void);
+/// The flag word; sets flags.
+uint64_t vr_test_hook_flags(void);
+void vr_test_hook_set_flags(uint64_t flags);
+/// How often `point` fired since the last reset, and how many waits timed out.
+uint64_t vr_test_hook_count(int point);
+uint64_t vr_test_hook_timeouts(void);
+/// Fires `point` (what the library calls at each point; exported for the
+/// Swift side of the library).
+void vr_test_hook_fire(int point, uintptr_t arg);
+/// Test-only fault injection: the next `count` UFFDIO_REGISTER calls made
+/// by the at-fork child handler fail (to test a child that could not
+/// re-register).
+void vr_test_fail_fork_reregistration(int count);
 
 #ifdef __cplusplus
 }

@@ -8,23 +8,61 @@ extension Kernel {
             case mprotect = 2     // VR_MECHANISM_MPROTECT
         }
 
-        /// Installs the handlers (first call only) and publishes a region.
-        /// Returns its slot.
-        static func register(
-            base: UnsafeMutableRawPointer, length: Int, pageSize: Int,
-            map: UnsafePointer<UInt64>, mechanism: Mechanism
-        ) throws(SystemError) -> Int32 {
+        /// What the handler needs to know about a region (vr_region_info).
+        struct Region {
+            var base: UnsafeMutableRawPointer
+            var length: Int
+            var pageSize: Int
+            var map: VolatilityMap
+            var coverageLost: UnsafeMutablePointer<UInt64>
+            var mechanism: Mechanism
+            var kernelDriven: Bool
+
+            var info: vr_region_info {
+                vr_region_info(
+                    base: base, length: length, page_size: pageSize, map: map.rawWords,
+                    generations: map.rawGenerations, coverage_lost: coverageLost,
+                    mechanism: mechanism.rawValue,
+                    flags: kernelDriven ? Int32(VR_REGION_KERNEL_DRIVEN) : 0)
+            }
+        }
+
+        /// Installs the handlers (first call only) and publishes a region; a
+        /// userfaultfd region is registered with the process-wide
+        /// userfaultfd first. Returns its slot. `ENOSPC`: the table is full.
+        static func register(_ region: Region) throws(SystemError) -> Int32 {
             var slot: Int32 = -1
-            try checkCode("vr_region_register",
-                          vr_region_register(base, length, pageSize, map, mechanism.rawValue, &slot))
+            var info = region.info
+            try checkCode(region.mechanism == .userfaultfd ? "ioctl(UFFDIO_REGISTER)" : "sigaction",
+                          vr_region_register(&info, &slot))
             return slot
         }
 
         /// Withdraws a region; returns once no handler is looking at it.
         static func unregister(slot: Int32) { vr_region_unregister(slot) }
 
+        /// Verifies (and if it was lost, restores) the userfaultfd
+        /// registration of `slot`. Returns the registration epoch and whether
+        /// the region is registered now.
+        static func checkRegistration(slot: Int32) -> (epoch: UInt64, registered: Bool) {
+            var epoch: UInt64 = 0
+            let e = vr_region_check_registration(slot, &epoch)
+            return (epoch, e == 0)
+        }
+
+        /// The registration epoch (moves on whenever a registration was lost).
+        static var registrationEpoch: UInt64 { vr_uffd_epoch() }
+
         /// How many regions the at-fork child handler failed to re-register.
         static var forkRestoreFailures: UInt32 { vr_fork_restore_failures() }
+
+        /// Unprotects pages `first..<first+count` of `region` by widening the
+        /// range to whole protected runs (no VMA split): the answer to ENOMEM
+        /// at vm.max_map_count. Counts the purged pages made accessible.
+        static func unprotectWidened(_ region: Region, first: Int, count: Int) throws(SystemError) {
+            var info = region.info
+            try checkCode("mprotect (widened)", vr_unprotect_widened(&info, first, count))
+        }
 
         /// Opens an access scope; false when nested too deep.
         static func beginScope(slot: Int32, base: UnsafeRawPointer, length: Int) -> Bool {
@@ -61,15 +99,28 @@ extension Kernel {
             return faults
         }
 
-        /// Dirties one byte of each page (cancelling MADV_FREE) inside a scope
-        /// of its own (always available, whatever the nesting); sets bit i of
-        /// `faulted` for each page the kernel had reclaimed. The caller holds
-        /// the pages' locks.
+        /// Kernel-driven settling pass over pages the caller holds locked:
+        /// reads each page (a reclaimed one faults and comes back as the zero
+        /// page), writes the resident ones that hold data (cancelling their
+        /// lazy free); sets bit i of `faulted` for each reclaimed page.
         static func dirtyPages(
             slot: Int32, start: UnsafeMutableRawPointer, count: Int, pageSize: Int,
             faulted: UnsafeMutablePointer<UInt64>
         ) -> Int {
             vr_dirty_pages(slot, start, count, pageSize, faulted)
         }
+    }
+
+    /// SIGBUS and SIGSEGV unblocked for the duration of `body`: the kernel
+    /// delivers a blocked synchronous fault with the default action (death),
+    /// so a thread started with a full signal mask could not take the faults
+    /// an optimistic access expects. One rt_sigprocmask, a second only if
+    /// they were blocked.
+    @inline(__always)
+    static func withFaultSignalsUnblocked<R>(_ body: () -> R) -> R {
+        var blocked: Int32 = 0
+        _ = vr_unblock_fault_signals(&blocked)
+        defer { if blocked != 0 { _ = vr_reblock_fault_signals(blocked) } }
+        return body()
     }
 }

@@ -6,8 +6,11 @@ public enum PageState: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case nonVolatile = 0
     /// May be purged at any time; contents intact so far.
     case volatile = 1
-    /// A purge of this page is in flight (the per-page lock of DESIGN.md §2).
-    case purging = 2
+    /// Held for a moment by an operation in flight on another thread: a
+    /// purge (it ends purged), a kernel-driven mark (it ends volatile) or a
+    /// kernel-driven unmark settling it (it ends non-volatile). Transient: an
+    /// operation that meets it waits until it is released.
+    case locked = 2
     /// Volatile and discarded: comes back zero-filled when marked non-volatile.
     case purged = 3
 
@@ -15,7 +18,7 @@ public enum PageState: UInt8, Sendable, CaseIterable, CustomStringConvertible {
         switch self {
         case .nonVolatile: "non-volatile"
         case .volatile: "volatile"
-        case .purging: "purging"
+        case .locked: "locked"
         case .purged: "purged"
         }
     }

@@ -60,7 +60,7 @@ public struct NonVolatileResult: Sendable, Equatable {
     public let range: Range<Int>
     /// nil when intact: the common case carries no array at all (no
     /// reference counting on the hot path).
-    private let lost: [Range<Int>]?
+    @usableFromInline let lost: [Range<Int>]?
 
     public init(range: Range<Int>, purgedRanges: [Range<Int>]) {
         self.range = range
@@ -68,7 +68,7 @@ public struct NonVolatileResult: Sendable, Equatable {
     }
 
     /// An intact result.
-    @inline(__always)
+    @inlinable @inline(__always)
     init(intact range: Range<Int>) {
         self.range = range
         self.lost = nil

@@ -1,5 +1,7 @@
 // Optimistic access: read volatile memory without un-marking it, and get
 // "purged" as a value instead of SIGBUS.
+import CVRange
+import Synchronization
 
 extension VolatileRegion {
     /// Runs `body` over `range` while it stays volatile. A purged page touched
@@ -11,6 +13,16 @@ extension VolatileRegion {
     /// found purged reads as zeros on every thread (not SIGBUS); it is purged
     /// again, and faults again, once the access ends.
     ///
+    /// The access is `.intact` only if no page of its map words (32 pages
+    /// each) was discarded between its check before `body` and its check
+    /// after: a page purged and marked non-volatile again while `body` ran
+    /// reads zeros without a fault, and is caught this way. A purge of a
+    /// neighbouring page in the same 32 can therefore also report `.purged`.
+    ///
+    /// SIGBUS and SIGSEGV are unblocked in the calling thread while `body`
+    /// runs (a blocked synchronous fault would kill the process): one
+    /// `rt_sigprocmask` per access.
+    ///
     /// - Returns: `.intact(value)` when no page of `range` was purged before
     ///   or during the access (so `body` read real contents), else `.purged`.
     /// - Throws: a range error, `.closed`, or `.accessNestingTooDeep`.
@@ -19,43 +31,58 @@ extension VolatileRegion {
     ) throws(VRangeError) -> VolatileAccess<Value> {
         try checkOpen()
         let pages = try geometry.pages(range)
+        // Kernel-driven mode relies on the userfaultfd registration to see
+        // reclaimed pages: it must hold from before the check to after it.
+        let registration = isKernelDriven ? ensureRegistration() : (epoch: 0, registered: true)
+        // Generations first, then states; after the body, states first, then
+        // generations (see VolatilityMap: discard generations).
+        let generation = map.generationSum(pages)
         if map.anyDiscarded(in: pages) { return .purged }
+        TestHook.fire(Int32(VR_HOOK_ACCESS_AFTER_PRECHECK), pages.lowerBound)
         let start = UnsafeRawPointer(baseAddress + range.lowerBound)
         guard Kernel.FaultTable.beginScope(slot: slot, base: start, length: range.count) else {
             throw .accessNestingTooDeep
         }
-        let value = body(UnsafeRawBufferPointer(start: start, count: range.count))
+        let value = Kernel.withFaultSignalsUnblocked {
+            body(UnsafeRawBufferPointer(start: start, count: range.count))
+        }
         let faults = Kernel.FaultTable.endScope()
-        if faults.count > 0 { restorePurged(faults, in: pages) }
-        if faults.count > 0 || map.anyDiscarded(in: pages) { return .purged }
-        // Kernel-driven: a page reclaimed before the body touched it faulted;
-        // one reclaimed after it was read does not matter.
+        TestHook.fire(Int32(VR_HOOK_ACCESS_BEFORE_POSTCHECK), pages.lowerBound)
+        if faults.count > 0 {
+            restorePurged(faults, in: pages)
+            return .purged
+        }
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if map.anyDiscarded(in: pages) || map.generationSum(pages) != generation { return .purged }
+        if isKernelDriven && !(registration.registered && registrationHeld(since: registration.epoch)) {
+            _ = ensureRegistration()  // treats every volatile page as purged
+            return .purged
+        }
         return .intact(value)
     }
 
-    /// Pages that faulted inside an access were filled with zeros so the body
-    /// could go on; discard them again so that they fault (SIGBUS) next time
-    /// and read as purged.
+    /// Pages that faulted inside an access were purged, and filled with
+    /// zeros so the body could go on; discard those still purged again so
+    /// that they fault (SIGBUS) next time. (One that was marked non-volatile
+    /// meanwhile keeps the zero page as its repopulation.)
     private func restorePurged(_ faults: Kernel.FaultTable.ScopeFaults, in pages: Range<Int>) {
         if faults.overflow {
-            // Too many to have been recorded: treat the whole range. Only in
-            // kernel-driven mode can an intact volatile page have faulted.
-            waitWhilePurging(pages)
-            map.discardRuns(in: pages, includePurged: true, includeVolatile: isKernelDriven) { discard($0) }
+            // Too many to have been recorded: treat the whole range.
+            waitWhileLocked(pages)
+            map.discardRuns(in: pages, includePurged: true, includeVolatile: false) { discard($0) }
             return
         }
         faults.forEachPage { address in
             let page = (Int(bitPattern: address) - Int(bitPattern: baseAddress)) >> geometry.pageShift
             let one = page..<(page + 1)
-            waitWhilePurging(one)
-            // The page faulted, so it is gone whatever the map says.
-            map.discardRuns(in: one, includePurged: true) { discard($0) }
+            waitWhileLocked(one)
+            map.discardRuns(in: one, includePurged: true, includeVolatile: false) { discard($0) }
         }
     }
 
-    /// Waits until no page of `pages` is locked by a purge in flight, so that
-    /// a page zero-filled during that purge is discarded again afterwards.
-    private func waitWhilePurging(_ pages: Range<Int>) {
-        while map.census(pages).purging > 0 { Kernel.yield() }
+    /// Waits until no page of `pages` is locked by an operation in flight,
+    /// so that a page zero-filled during a purge is discarded again after it.
+    private func waitWhileLocked(_ pages: Range<Int>) {
+        while map.census(pages).locked > 0 { Kernel.yield() }
     }
 }

@@ -1,0 +1,96 @@
+// The lock-free table of registered regions that the fault handler reads.
+// A slot is FREE, CLAIMED (being filled by register), LIVE, or RETIRING
+// (unregister waits there until no handler holds its reader count).
+#include "internal.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <sys/mman.h>
+
+vr_slot vr_slots[VR_MAX_REGIONS];
+_Atomic int vr_slot_high_water;
+
+int vr_install_handlers(void);  // fault_handler.c
+
+vr_slot *vr_slot_enter(uintptr_t addr, int *index) {
+  int top = atomic_load_explicit(&vr_slot_high_water, memory_order_acquire);
+  for (int i = 0; i < top; i++) {
+    vr_slot *s = &vr_slots[i];
+    // Plain (relaxed) compares first: a stale value only makes us look
+    // closer or move on; the check that counts follows the reader count.
+    if (addr < atomic_load_explicit(&s->base, memory_order_relaxed) ||
+        addr >= atomic_load_explicit(&s->end, memory_order_relaxed))
+      continue;
+    // seq_cst pairs with vr_region_unregister: either it sees this reader,
+    // or this sees the slot retiring (a store-load handshake). While the
+    // count is held the slot cannot be freed, so `info` stays valid.
+    atomic_fetch_add(&s->readers, 1);
+    if (atomic_load(&s->state) == SLOT_LIVE &&
+        addr >= atomic_load_explicit(&s->base, memory_order_relaxed) &&
+        addr < atomic_load_explicit(&s->end, memory_order_relaxed)) {
+      *index = i;
+      return s;
+    }
+    atomic_fetch_sub(&s->readers, 1);
+  }
+  return NULL;
+}
+
+void vr_slot_leave(vr_slot *s) { atomic_fetch_sub(&s->readers, 1); }
+
+int vr_region_register(const vr_region_info *info, int *slot_out) {
+  int e = vr_install_handlers();
+  if (e != 0) return e;
+  for (int i = 0; i < VR_MAX_REGIONS; i++) {
+    vr_slot *s = &vr_slots[i];
+    int free_state = SLOT_FREE;
+    if (!atomic_compare_exchange_strong(&s->state, &free_state, SLOT_CLAIMED)) continue;
+    s->info = *info;
+    atomic_store(&s->registered, 0);
+    if (info->mechanism == VR_MECHANISM_USERFAULTFD) {
+      e = vr_uffd_register_slot(s);
+      if (e != 0) {
+        atomic_store(&s->state, SLOT_FREE);
+        return e;
+      }
+    }
+    atomic_store_explicit(&s->base, (uintptr_t)info->base, memory_order_relaxed);
+    atomic_store_explicit(&s->end, (uintptr_t)info->base + info->length, memory_order_relaxed);
+    int top = atomic_load(&vr_slot_high_water);
+    while (top < i + 1 && !atomic_compare_exchange_weak(&vr_slot_high_water, &top, i + 1)) {}
+    atomic_store(&s->state, SLOT_LIVE);  // seq_cst: publishes info, base and end
+    *slot_out = i;
+    return 0;
+  }
+  return ENOSPC;
+}
+
+void vr_region_unregister(int slot) {
+  if (slot < 0 || slot >= VR_MAX_REGIONS) return;
+  vr_slot *s = &vr_slots[slot];
+  atomic_store(&s->state, SLOT_RETIRING);  // seq_cst: see vr_slot_enter
+  while (atomic_load(&s->readers) != 0) sched_yield();
+  atomic_store(&s->registered, 0);
+  atomic_store_explicit(&s->base, 0, memory_order_relaxed);
+  atomic_store_explicit(&s->end, 0, memory_order_relaxed);
+  atomic_store_explicit(&s->state, SLOT_FREE, memory_order_release);
+}
+
+int vr_unprotect_widened(const vr_region_info *r, size_t first, size_t count) {
+  size_t pages = r->length / r->page_size;
+  size_t lo = first, hi = first + count;
+  // A volatile page (01) is always accessible under the mprotect mechanism
+  // (it is only protected while locked, 10): stop there. Everything between
+  // may be protected (purged, locked, or non-volatile whose unprotect failed).
+  while (lo > 0 && vr_page_state_at(r, lo - 1) != VR_STATE_VOLATILE) lo--;
+  while (hi < pages && vr_page_state_at(r, hi) != VR_STATE_VOLATILE) hi++;
+  uint64_t lost = 0;
+  for (size_t p = lo; p < hi; p++) {
+    if (p >= first && p < first + count) continue;
+    if (vr_page_state_at(r, p) & 2) lost++;  // 10 or 11: no SIGBUS any more
+  }
+  char *start = (char *)r->base + lo * r->page_size;
+  if (mprotect(start, (hi - lo) * r->page_size, PROT_READ | PROT_WRITE) != 0) return errno;
+  if (r->coverage_lost && lost) __atomic_fetch_add(r->coverage_lost, lost, __ATOMIC_RELAXED);
+  return 0;
+}
