@@ -26,6 +26,12 @@ let package = Package(
             name: "VRangeDemo",
             dependencies: ["VRange"]
         ),
+        // Spawned by the SIGBUS tests: a process of its own with the Swift
+        // runtime's crash handler installed.
+        .executableTarget(
+            name: "VRangeCrashProbe",
+            dependencies: ["VRange"]
+        ),
         .testTarget(
             name: "VRangeTests",
             dependencies: ["VRange", "CVRange"]

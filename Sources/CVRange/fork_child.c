@@ -37,6 +37,7 @@ static void at_fork_child(void) {
   for (int i = 0; i < top; i++) {
     vr_slot *s = &vr_slots[i];
     atomic_store(&s->readers, 0);
+    atomic_store(&s->chunk_lock, 0);
     int state = atomic_load(&s->state);
     if (state == SLOT_CLAIMED || state == SLOT_RETIRING) {
       atomic_store(&s->base, 0);

@@ -21,7 +21,8 @@ typedef struct {
   _Atomic int readers;  // handlers currently looking at this slot
   _Atomic uintptr_t base;
   _Atomic uintptr_t end;
-  _Atomic int registered;  // userfaultfd mechanism: registered with vr_uffd_fd
+  _Atomic int registered;  // userfaultfd: its registered chunks are with vr_uffd_fd
+  _Atomic int chunk_lock;  // serializes vr_region_register_chunks
   vr_region_info info;     // written while CLAIMED, read while LIVE
 } vr_slot;
 
@@ -81,9 +82,9 @@ extern _Atomic int vr_uffd_fd;
 /// The at-fork child handler's part: a new descriptor, every region
 /// registered again.
 void vr_uffd_after_fork(void);
-/// Registers slot `s`'s range with the process-wide userfaultfd (opening it
-/// on first use) and sets its `registered` flag. 0 or errno.
-int vr_uffd_register_slot(vr_slot *s);
+/// Registers every chunk of slot `s` whose bit is set with `fd`; 0 or the
+/// first errno.
+int vr_uffd_register_marked_chunks(const vr_slot *s, int fd);
 
 // MARK: - Scopes
 

@@ -46,14 +46,10 @@ int vr_region_register(const vr_region_info *info, int *slot_out) {
     int free_state = SLOT_FREE;
     if (!atomic_compare_exchange_strong(&s->state, &free_state, SLOT_CLAIMED)) continue;
     s->info = *info;
-    atomic_store(&s->registered, 0);
-    if (info->mechanism == VR_MECHANISM_USERFAULTFD) {
-      e = vr_uffd_register_slot(s);
-      if (e != 0) {
-        atomic_store(&s->state, SLOT_FREE);
-        return e;
-      }
-    }
+    // Nothing is registered yet: the registration covers no chunk, and is
+    // therefore with the current descriptor.
+    atomic_store(&s->registered, 1);
+    atomic_store(&s->chunk_lock, 0);
     atomic_store_explicit(&s->base, (uintptr_t)info->base, memory_order_relaxed);
     atomic_store_explicit(&s->end, (uintptr_t)info->base + info->length, memory_order_relaxed);
     int top = atomic_load(&vr_slot_high_water);

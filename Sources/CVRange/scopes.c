@@ -70,6 +70,16 @@ static int page_is_zero(const uint8_t *page, size_t page_size) {
   return 1;
 }
 
+// Replaces resident all-zero pages [start, start+count pages) with the
+// shared zero page: their contents stay, their memory goes back, and they
+// are no longer lazily freed. The caller holds them locked.
+static void zero_run(uint8_t *start, size_t count, size_t page_size) {
+  if (count == 0) return;
+  int fd = atomic_load(&vr_uffd_fd);
+  if (fd < 0 || vr_discard(start, count * page_size) != 0) return;
+  vr_uffd_zeropage_pages(fd, start, count * page_size, page_size, NULL);
+}
+
 size_t vr_dirty_pages(int slot, void *start, size_t count, size_t page_size, uint64_t *faulted) {
   size_t lost = 0;
   if (count == 0) return 0;
@@ -77,6 +87,7 @@ size_t vr_dirty_pages(int slot, void *start, size_t count, size_t page_size, uin
   vr_unblock_fault_signals(&blocked);
   scope_push(slot, start, count * page_size, 1, VR_SCOPE_DEPTH + 1);  // cannot fail: reserved slot
   vr_scope *scope = &scope_stack.scopes[scope_stack.depth - 1];
+  size_t zeros = 0;  // pages in the current run of resident all-zero pages
   for (size_t i = 0; i < count; i++) {
     uint8_t *page = (uint8_t *)start + i * page_size;
     VR_HOOK(VR_HOOK_DIRTY_PAGE, page);
@@ -86,7 +97,8 @@ size_t vr_dirty_pages(int slot, void *start, size_t count, size_t page_size, uin
     // the shared zero page, which is all it needs (no memory).
     uint8_t seen = __atomic_load_n(page, __ATOMIC_RELAXED);
     atomic_signal_fence(memory_order_seq_cst);
-    if (scope->faults == before && !page_is_zero(page, page_size)) {
+    int zero = scope->faults == before && page_is_zero(page, page_size);
+    if (scope->faults == before && !zero) {
       // A write cancels MADV_FREE. A compare-and-swap of a byte with itself
       // writes without changing it and, unlike an atomic add of zero, cannot
       // be lowered to a plain load. If the kernel reclaimed the page since
@@ -97,8 +109,16 @@ size_t vr_dirty_pages(int slot, void *start, size_t count, size_t page_size, uin
     if (scope->faults != before) {
       faulted[i / 64] |= (uint64_t)1 << (i % 64);
       lost += 1;
+      zero = 0;
+    }
+    if (zero) {
+      zeros++;
+    } else {
+      zero_run(page - zeros * page_size, zeros, page_size);
+      zeros = 0;
     }
   }
+  zero_run((uint8_t *)start + (count - zeros) * page_size, zeros, page_size);
   vr_scope_end(NULL, NULL);
   vr_reblock_fault_signals(blocked);
   return lost;

@@ -168,3 +168,7 @@ uint8_t vr_read_byte(const volatile void *address) {
 int vr_raise_in_thread(int sig) {
   return syscall(SYS_tgkill, getpid(), vr_gettid(), sig) == 0 ? 0 : errno;
 }
+
+int vr_close_from(unsigned int first) {
+  return syscall(SYS_close_range, first, ~0U, 0) == 0 ? 0 : errno;
+}

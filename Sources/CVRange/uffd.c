@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +20,9 @@ static _Atomic int fail_fork_registrations;    // test-only fault injection
 // Lowest descriptor number the userfaultfd is moved to: programs that close
 // or reuse "their" low descriptors leave it alone.
 enum { HIGH_FD = 512 };
+
+// MADV_POPULATE_READ (Linux 5.14); older headers lack it.
+enum { MADV_POPULATE_READ_VALUE = 22 };
 
 // Opens a userfaultfd at a high number and records its identity. Raw
 // syscalls only: the at-fork child handler uses it too.
@@ -49,7 +53,29 @@ static int still_ours(int fd) {
          (uint64_t)st.st_ino == atomic_load(&uffd_ino);
 }
 
-// Registers every live userfaultfd region with `fd`; returns the failures.
+int vr_uffd_register_marked_chunks(const vr_slot *s, int fd) {
+  const vr_region_info *r = &s->info;
+  size_t pages = r->length / r->page_size;
+  size_t chunks = (pages + r->chunk_pages - 1) / r->chunk_pages;
+  size_t c = 0;
+  while (c < chunks) {
+    if (!(__atomic_load_n(&r->chunks[c / 64], __ATOMIC_ACQUIRE) >> (c % 64) & 1)) {
+      c++;
+      continue;
+    }
+    size_t end = c;  // a run of registered chunks: one call
+    while (end < chunks && (__atomic_load_n(&r->chunks[end / 64], __ATOMIC_ACQUIRE) >> (end % 64) & 1)) end++;
+    size_t first = c * r->chunk_pages;
+    size_t last = end * r->chunk_pages < pages ? end * r->chunk_pages : pages;
+    int e = vr_uffd_register(fd, (char *)r->base + first * r->page_size, (last - first) * r->page_size);
+    if (e != 0) return e;
+    c = end;
+  }
+  return 0;
+}
+
+// Registers the registered chunks of every live userfaultfd region with
+// `fd`; returns the failures.
 static unsigned register_all(int fd, int in_fork_child) {
   unsigned failures = 0;
   int top = atomic_load(&vr_slot_high_water);
@@ -61,7 +87,7 @@ static unsigned register_all(int fd, int in_fork_child) {
       atomic_fetch_sub(&fail_fork_registrations, 1);
       ok = 0;
     } else {
-      ok = vr_uffd_register(fd, s->info.base, s->info.length) == 0;
+      ok = vr_uffd_register_marked_chunks(s, fd) == 0;
     }
     atomic_store(&s->registered, ok);
     if (!ok) failures++;
@@ -110,15 +136,6 @@ int vr_shared_uffd(int *fd_out) {
   return 0;
 }
 
-int vr_uffd_register_slot(vr_slot *s) {
-  int fd;
-  int e = vr_shared_uffd(&fd);
-  if (e != 0) return e;
-  e = vr_uffd_register(fd, s->info.base, s->info.length);
-  atomic_store(&s->registered, e == 0);
-  return e;
-}
-
 uint64_t vr_uffd_epoch(void) { return atomic_load(&registration_epoch); }
 
 int vr_region_check_registration(int slot, uint64_t *epoch_out) {
@@ -132,7 +149,7 @@ int vr_region_check_registration(int slot, uint64_t *epoch_out) {
     vr_slot *s = &vr_slots[slot];
     if (!atomic_load(&s->registered)) {
       int fd = atomic_load(&vr_uffd_fd);
-      e = fd < 0 ? EBADF : vr_uffd_register(fd, s->info.base, s->info.length);
+      e = fd < 0 ? EBADF : vr_uffd_register_marked_chunks(s, fd);
       if (e == 0) atomic_store(&s->registered, 1);
     }
   }
@@ -171,3 +188,34 @@ void vr_uffd_after_fork(void) {
 unsigned vr_fork_restore_failures(void) { return atomic_load(&fork_restore_failures); }
 
 void vr_test_fail_fork_reregistration(int count) { atomic_store(&fail_fork_registrations, count); }
+
+int vr_region_register_chunks(int slot, size_t first, size_t count) {
+  if (slot < 0 || slot >= VR_MAX_REGIONS || count == 0) return EINVAL;
+  vr_slot *s = &vr_slots[slot];
+  const vr_region_info *r = &s->info;
+  size_t from = first / r->chunk_pages, to = (first + count - 1) / r->chunk_pages;
+  int all = 1;
+  for (size_t c = from; c <= to && all; c++)
+    all = __atomic_load_n(&r->chunks[c / 64], __ATOMIC_ACQUIRE) >> (c % 64) & 1;
+  if (all) return 0;  // the common case: nothing to do, no lock
+  int fd;
+  int e = vr_shared_uffd(&fd);
+  if (e != 0) return e;
+  while (atomic_exchange(&s->chunk_lock, 1)) sched_yield();
+  size_t pages = r->length / r->page_size;
+  for (size_t c = from; c <= to && e == 0; c++) {
+    if (__atomic_load_n(&r->chunks[c / 64], __ATOMIC_ACQUIRE) >> (c % 64) & 1) continue;
+    size_t lo = c * r->chunk_pages, hi = lo + r->chunk_pages < pages ? lo + r->chunk_pages : pages;
+    char *start = (char *)r->base + lo * r->page_size;
+    size_t length = (hi - lo) * r->page_size;
+    // Zero page at every missing page, before registration makes a missing
+    // page fault. Kernels before 5.14 lack MADV_POPULATE_READ: register
+    // first, then fill the missing pages with UFFDIO_ZEROPAGE.
+    int populated = madvise(start, length, MADV_POPULATE_READ_VALUE) == 0;
+    e = vr_uffd_register(fd, start, length);
+    if (e == 0 && !populated) e = vr_uffd_zeropage_pages(fd, start, length, r->page_size, NULL);
+    if (e == 0) __atomic_fetch_or(&r->chunks[c / 64], (uint64_t)1 << (c % 64), __ATOMIC_RELEASE);
+  }
+  atomic_store(&s->chunk_lock, 0);
+  return e;
+}

@@ -127,15 +127,27 @@ typedef struct {
   /// Pages whose SIGBUS protection was given up to avoid a VMA split
   /// (mprotect at vm.max_map_count); the region owns it.
   uint64_t *coverage_lost;
+  /// userfaultfd mechanism: one bit per chunk of `chunk_pages` pages, set
+  /// once the chunk is registered (see vr_region_register_chunks).
+  uint64_t *chunks;
+  size_t chunk_pages;
   int mechanism;  // VR_MECHANISM_*
   int flags;      // VR_REGION_*
 } vr_region_info;
 
-/// Installs the process-wide handlers (once), then publishes a region; a
-/// userfaultfd region is registered with the process-wide userfaultfd
-/// (UFFDIO_REGISTER, MISSING mode) first. *slot_out receives the slot index.
-/// ENOSPC when VR_MAX_REGIONS are live.
+/// Installs the process-wide handlers (once), then publishes a region.
+/// *slot_out receives the slot index. ENOSPC when VR_MAX_REGIONS are live.
+/// A userfaultfd region is not registered with the userfaultfd yet: see
+/// vr_region_register_chunks.
 int vr_region_register(const vr_region_info *info, int *slot_out);
+/// Registers the chunks of region `slot` that cover pages [first,
+/// first+count) with the process-wide userfaultfd (MISSING mode), each once.
+/// A chunk is populated first with MADV_POPULATE_READ (the shared zero page
+/// at every missing page: page tables, no memory), so that no page of it is
+/// missing when registration makes missing pages fault: memory that was
+/// never purged never faults. Chunks that are never purged are never
+/// registered and cost nothing. 0 or errno.
+int vr_region_register_chunks(int slot, size_t first, size_t count);
 /// Withdraws a region; returns once no handler is looking at it.
 void vr_region_unregister(int slot);
 /// Verifies that region `slot` (userfaultfd mechanism) is registered with
@@ -181,10 +193,12 @@ unsigned vr_scope_end(uintptr_t *records, int *overflow);
 /// shared zero page (no memory), and bit i of `faulted` (ceil(count/64)
 /// words, zeroed by the caller) is set. A resident page that holds a
 /// non-zero byte is then written (a compare-and-swap of a byte with itself),
-/// which cancels its lazy free; an all-zero page is left alone: if the kernel
-/// reclaims it later it comes back as zeros, which are its contents. Runs in
-/// a scope slot reserved for it (works inside any depth of accesses), with
-/// SIGBUS/SIGSEGV unblocked. Returns the number of faulted pages.
+/// which cancels its lazy free. Runs of resident all-zero pages are replaced
+/// by the shared zero page (MADV_DONTNEED, UFFDIO_ZEROPAGE): their contents
+/// stay, nothing is allocated (writing a zero-page mapping would allocate),
+/// and nothing is left lazily freed. Runs in a scope slot reserved for it
+/// (works inside any depth of accesses), with SIGBUS/SIGSEGV unblocked.
+/// Returns the number of faulted pages.
 size_t vr_dirty_pages(int slot, void *start, size_t count, size_t page_size,
                       uint64_t *faulted);
 
@@ -195,6 +209,9 @@ size_t vr_dirty_pages(int slot, void *start, size_t count, size_t page_size,
 uint8_t vr_read_byte(const volatile void *address);
 /// Raises `sig` in the calling thread (tgkill).
 int vr_raise_in_thread(int sig);
+/// Closes every descriptor from `first` up (close_range, Linux 5.9), as
+/// daemons do: tests use it to take the userfaultfd away.
+int vr_close_from(unsigned int first);
 
 // MARK: - Test-only interleaving hooks
 //

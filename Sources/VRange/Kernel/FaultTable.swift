@@ -15,6 +15,9 @@ extension Kernel {
             var pageSize: Int
             var map: VolatilityMap
             var coverageLost: UnsafeMutablePointer<UInt64>
+            /// One bit per chunk registered with the userfaultfd.
+            var chunks: UnsafeMutablePointer<UInt64>
+            var chunkPages: Int
             var mechanism: Mechanism
             var kernelDriven: Bool
 
@@ -22,20 +25,35 @@ extension Kernel {
                 vr_region_info(
                     base: base, length: length, page_size: pageSize, map: map.rawWords,
                     generations: map.rawGenerations, coverage_lost: coverageLost,
-                    mechanism: mechanism.rawValue,
+                    chunks: chunks, chunk_pages: chunkPages, mechanism: mechanism.rawValue,
                     flags: kernelDriven ? Int32(VR_REGION_KERNEL_DRIVEN) : 0)
+            }
+
+            /// Pages per chunk of userfaultfd registration: 64 MiB of 4 KiB
+            /// pages (a region never purged is never registered; one purged
+            /// here and there costs a VMA split and the chunk's page tables).
+            static let chunkPages = 16384
+
+            /// Words of the chunk bitmap of a region of `pages` pages.
+            static func chunkWords(pages: Int) -> Int {
+                ((pages + chunkPages - 1) / chunkPages + 63) / 64
             }
         }
 
-        /// Installs the handlers (first call only) and publishes a region; a
-        /// userfaultfd region is registered with the process-wide
-        /// userfaultfd first. Returns its slot. `ENOSPC`: the table is full.
+        /// Installs the handlers (first call only) and publishes a region.
+        /// Returns its slot. `ENOSPC`: the table is full.
         static func register(_ region: Region) throws(SystemError) -> Int32 {
             var slot: Int32 = -1
             var info = region.info
-            try checkCode(region.mechanism == .userfaultfd ? "ioctl(UFFDIO_REGISTER)" : "sigaction",
-                          vr_region_register(&info, &slot))
+            try checkCode("sigaction", vr_region_register(&info, &slot))
             return slot
+        }
+
+        /// Registers the chunks covering `pages` of region `slot` with the
+        /// userfaultfd (each once, populated first: see CVRange.h).
+        @inline(__always)
+        static func registerChunks(slot: Int32, pages: Range<Int>) throws(SystemError) {
+            try checkCode("ioctl(UFFDIO_REGISTER)", vr_region_register_chunks(slot, pages.lowerBound, pages.count))
         }
 
         /// Withdraws a region; returns once no handler is looking at it.

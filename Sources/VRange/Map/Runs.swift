@@ -29,9 +29,9 @@ struct LockedRuns {
 
     @inline(__always)
     private static func finish(_ run: Range<Int>, _ map: VolatilityMap, _ release: LockRelease, _ work: (Range<Int>) -> Void) {
-        TestHook.fire(Int32(VR_HOOK_MAP_LOCKED), run.lowerBound)
+        TestHook.fire(Int32(VR_HOOK_MAP_LOCKED), UnsafeRawPointer(map.words + run.lowerBound / VolatilityMap.pagesPerWord))
         work(run)
-        TestHook.fire(Int32(VR_HOOK_MAP_BEFORE_RELEASE), run.lowerBound)
+        TestHook.fire(Int32(VR_HOOK_MAP_BEFORE_RELEASE), UnsafeRawPointer(map.words + run.lowerBound / VolatilityMap.pagesPerWord))
         map.release(run, to: release)
     }
 }

@@ -22,7 +22,7 @@ extension VolatilityMap {
         while true {
             let add = Self.pages(in: old, .nonVolatile) & m
             if add == 0 { return true }
-            TestHook.fire(Int32(VR_HOOK_MAP_BEFORE_CAS), w)
+            TestHook.fire(Int32(VR_HOOK_MAP_BEFORE_CAS), UnsafeRawPointer(words + w))
             let (done, seen) = words[w].compareExchange(
                 expected: old, desired: old | add, ordering: .acquiringAndReleasing)
             if done { return true }
@@ -44,7 +44,7 @@ extension VolatilityMap {
         while true {
             if old & fields == 0 { return 0 }
             if Self.pages(in: old, .locked) & m != 0 { return nil }
-            TestHook.fire(Int32(VR_HOOK_MAP_BEFORE_CAS), w)
+            TestHook.fire(Int32(VR_HOOK_MAP_BEFORE_CAS), UnsafeRawPointer(words + w))
             let (done, seen) = words[w].compareExchange(
                 expected: old, desired: old & ~fields, ordering: .acquiringAndReleasing)
             if done { return Self.pages(in: old, .purged) & m }
@@ -65,7 +65,7 @@ extension VolatilityMap {
             while true {
                 let add = Self.pages(in: old, .nonVolatile) & m
                 if add == 0 { break }
-                TestHook.fire(Int32(VR_HOOK_MAP_BEFORE_CAS), w)
+                TestHook.fire(Int32(VR_HOOK_MAP_BEFORE_CAS), UnsafeRawPointer(words + w))
                 let (done, seen) = words[w].compareExchange(
                     expected: old, desired: old | add, ordering: .acquiringAndReleasing)
                 if done { changed += add.nonzeroBitCount; break }
@@ -108,7 +108,7 @@ extension VolatilityMap {
                 // Cleared fields -> 00; locked fields 01 -> 10.
                 let desired = (old & ~(clear | clear << 1) & ~lock) | (lock << 1)
                 if desired == old { break }
-                TestHook.fire(Int32(VR_HOOK_MAP_BEFORE_CAS), w)
+                TestHook.fire(Int32(VR_HOOK_MAP_BEFORE_CAS), UnsafeRawPointer(words + w))
                 let (done, seen) = words[w].compareExchange(
                     expected: old, desired: desired, ordering: .acquiringAndReleasing)
                 if done {
@@ -155,7 +155,7 @@ extension VolatilityMap {
                 if eligible == 0 { break }
                 // Selected fields -> 10: clear the low bit, set the high bit.
                 let desired = (old & ~eligible) | (eligible << 1)
-                TestHook.fire(Int32(VR_HOOK_MAP_BEFORE_CAS), w)
+                TestHook.fire(Int32(VR_HOOK_MAP_BEFORE_CAS), UnsafeRawPointer(words + w))
                 let (done, seen) = words[w].compareExchange(
                     expected: old, desired: desired, ordering: .sequentiallyConsistent)
                 if done {

@@ -38,8 +38,8 @@ extension VolatileRegion {
         // generations (see VolatilityMap: discard generations).
         let generation = map.generationSum(pages)
         if map.anyDiscarded(in: pages) { return .purged }
-        TestHook.fire(Int32(VR_HOOK_ACCESS_AFTER_PRECHECK), pages.lowerBound)
         let start = UnsafeRawPointer(baseAddress + range.lowerBound)
+        TestHook.fire(Int32(VR_HOOK_ACCESS_AFTER_PRECHECK), start)
         guard Kernel.FaultTable.beginScope(slot: slot, base: start, length: range.count) else {
             throw .accessNestingTooDeep
         }
@@ -47,7 +47,7 @@ extension VolatileRegion {
             body(UnsafeRawBufferPointer(start: start, count: range.count))
         }
         let faults = Kernel.FaultTable.endScope()
-        TestHook.fire(Int32(VR_HOOK_ACCESS_BEFORE_POSTCHECK), pages.lowerBound)
+        TestHook.fire(Int32(VR_HOOK_ACCESS_BEFORE_POSTCHECK), start)
         if faults.count > 0 {
             restorePurged(faults, in: pages)
             return .purged

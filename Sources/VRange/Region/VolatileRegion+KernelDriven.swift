@@ -5,6 +5,9 @@
 // work that relied on it); when it was lost, every volatile page is treated
 // as purged.
 import CVRange
+#if canImport(Glibc)
+import Glibc
+#endif
 
 extension VolatileRegion {
     /// Makes sure the region is registered with the process-wide userfaultfd
@@ -39,51 +42,22 @@ extension VolatileRegion {
     }
 
     /// markVolatile in kernel-driven mode: under the page lock (so that no
-    /// markNonVolatile can pass between the mark and the advice), pages that
-    /// were never populated get the shared zero page (so that a missing
-    /// volatile page always means "reclaimed"), then MADV_FREE. Without a
-    /// userfaultfd registration there is no MADV_FREE: the kernel's reclaim
-    /// would go unseen.
+    /// markNonVolatile can pass between the mark and the advice), the
+    /// chunks are registered with the userfaultfd (a registered chunk has
+    /// no missing page, so a missing volatile page always means "reclaimed"),
+    /// then MADV_FREE. Without a registration there is no MADV_FREE: the
+    /// kernel's reclaim would go unseen.
     func markVolatileKernelDriven(_ pages: Range<Int>) {
         let registration = ensureRegistration()
         map.lockedRuns(in: pages, select: { word, _ in VolatilityMap.pages(in: word, .nonVolatile) }, release: .volatile) { run in
             let bytes = geometry.bytes(run)
-            let start = baseAddress + bytes.lowerBound
-            guard registration.registered else {
+            do throws(SystemError) {
+                guard registration.registered else { throw SystemError(call: "userfaultfd", errno: EBADF) }
+                try Kernel.FaultTable.registerChunks(slot: slot, pages: run)
+                try Kernel.advise(baseAddress + bytes.lowerBound, length: bytes.count, .free)
+            } catch {
+                // The pages stay volatile; only the library can purge them.
                 lazyFreeFailureCount.add(1, ordering: .relaxed)
-                return
-            }
-            populateMissing(run)
-            do throws(SystemError) { try Kernel.advise(start, length: bytes.count, .free) } catch {
-                // Advice only: the pages stay volatile, the library can still purge them.
-                lazyFreeFailureCount.add(1, ordering: .relaxed)
-            }
-        }
-    }
-
-    /// Maps the shared zero page at every missing page of `run` (found with
-    /// mincore, in chunks, without allocating).
-    private func populateMissing(_ run: Range<Int>) {
-        let chunk = 512
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: chunk) { vector in
-            var first = run.lowerBound
-            while first < run.upperBound {
-                let count = min(chunk, run.upperBound - first)
-                let start = baseAddress + (first << geometry.pageShift)
-                guard (try? Kernel.residency(start, pages: count, pageSize: pageSize, into: vector.baseAddress!)) != nil else {
-                    _ = try? Kernel.UserFault.zeroFill(start, length: count << geometry.pageShift)
-                    first += count
-                    continue
-                }
-                var i = 0
-                while i < count {
-                    if vector[i] & 1 != 0 { i += 1; continue }
-                    var j = i
-                    while j < count && vector[j] & 1 == 0 { j += 1 }
-                    _ = try? Kernel.UserFault.zeroFill(start + (i << geometry.pageShift), length: (j - i) << geometry.pageShift)
-                    i = j
-                }
-                first += count
             }
         }
     }
@@ -99,7 +73,7 @@ extension VolatileRegion {
             pages, settleVolatile: true, wait: Kernel.yield,
             settle: { settle($0, epoch: registration.epoch, registered: registration.registered, lost: &reclaimed) },
             purged: { purged.append($0) })
-        TestHook.fire(Int32(VR_HOOK_UNMARK_CLEARED), offset)
+        TestHook.fire(Int32(VR_HOOK_UNMARK_CLEARED), UnsafeRawPointer(baseAddress + offset))
         for run in purged { repopulate(run) }
         if !reclaimed.isEmpty { purged = Self.union(purged, reclaimed) }
         return NonVolatileResult(

@@ -88,7 +88,7 @@ extension VolatileRegion {
         VolatilityMap.forEachRun(in: lost, word: (offset >> geometry.pageShift) / VolatilityMap.pagesPerWord) {
             purged.append($0..<($0 + $1))
         }
-        TestHook.fire(Int32(VR_HOOK_UNMARK_CLEARED), offset)
+        TestHook.fire(Int32(VR_HOOK_UNMARK_CLEARED), UnsafeRawPointer(baseAddress + offset))
         for run in purged { repopulate(run) }
         return NonVolatileResult(range: offset..<(offset + length), purgedRanges: purged.map { geometry.bytes($0) })
     }
@@ -100,7 +100,7 @@ extension VolatileRegion {
         if isKernelDriven { return markNonVolatileKernelDriven(pages, offset: offset, length: length) }
         var purged: [Range<Int>] = []
         map.markNonVolatile(pages, wait: Kernel.yield, purged: { purged.append($0) })
-        TestHook.fire(Int32(VR_HOOK_UNMARK_CLEARED), offset)
+        TestHook.fire(Int32(VR_HOOK_UNMARK_CLEARED), UnsafeRawPointer(baseAddress + offset))
         for run in purged { repopulate(run) }
         return NonVolatileResult(
             range: offset..<(offset + length), purgedRanges: purged.map { geometry.bytes($0) })

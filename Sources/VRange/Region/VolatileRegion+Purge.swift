@@ -30,7 +30,12 @@ extension VolatileRegion {
         let bytes = geometry.bytes(pages)
         let start = baseAddress + bytes.lowerBound
         TestHook.fire(Int32(VR_HOOK_DISCARD), start)
-        if faultMechanism == .mprotect {
+        if faultMechanism == .userfaultfd {
+            // A discarded page must fault: its chunk must be registered.
+            do { try Kernel.FaultTable.registerChunks(slot: slot, pages: pages) } catch {
+                registrationFailureCount.add(1, ordering: .relaxed)
+            }
+        } else {
             // Protect first, so that no access can slip in between the discard
             // and the protection and read zeros without a fault.
             do { try Kernel.protect(start, length: bytes.count, .none) } catch {

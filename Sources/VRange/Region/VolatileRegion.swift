@@ -47,6 +47,7 @@ public final class VolatileRegion: @unchecked Sendable {
     let registrationEpoch: Atomic<UInt64>
     let protectFailureCount = Atomic<Int>(0)
     let repopulateFailureCount = Atomic<Int>(0)
+    let registrationFailureCount = Atomic<Int>(0)
     let lazyFreeFailureCount = Atomic<Int>(0)
 
     /// How many purged runs could not be made inaccessible (mprotect fallback
@@ -56,6 +57,11 @@ public final class VolatileRegion: @unchecked Sendable {
     /// How many purged runs could not be repopulated by markNonVolatile. Those
     /// pages are filled on first touch instead.
     public var repopulateFailures: Int { repopulateFailureCount.load(ordering: .relaxed) }
+    /// userfaultfd mechanism: how many purges could not register their
+    /// chunk with the userfaultfd (ENOMEM at vm.max_map_count, or the
+    /// descriptor lost and not recovered). Those pages read as zeros instead
+    /// of raising SIGBUS, and are still reported purged.
+    public var registrationFailures: Int { registrationFailureCount.load(ordering: .relaxed) }
     /// Kernel-driven mode: how many runs were not freed lazily (MADV_FREE
     /// refused, or no userfaultfd registration to see the kernel reclaim
     /// them). They stay volatile; only the library can purge them.
@@ -81,8 +87,11 @@ public final class VolatileRegion: @unchecked Sendable {
     }
 
     /// Maps `byteCount` bytes (rounded up to whole pages), all non-volatile
-    /// and zero-filled. Nothing is populated: pages cost memory once touched
-    /// (with userfaultfd, a first touch is filled by the fault handler).
+    /// and zero-filled. Nothing is populated: pages cost memory once
+    /// touched. With userfaultfd, each 64 MiB chunk is registered the first
+    /// time a page of it is purged (or, kernel-driven, marked volatile), and
+    /// its never-touched pages then get the shared zero page (page tables
+    /// only), so that memory never faults unless it was purged.
     ///
     /// - Throws: `.invalidSize` for a size of zero or less or too large;
     ///   `.unsupported` when `options` asks for userfaultfd or kernel-driven
@@ -104,11 +113,14 @@ public final class VolatileRegion: @unchecked Sendable {
         try? Kernel.advise(base, length: size, .noHugePage)
 
         // The map lives on the heap (8 bytes per 32 pages plus 4 of discard
-        // generation, not rounded up to a page as a mapping would be), and
-        // after it the handler's count of pages that lost SIGBUS coverage.
+        // generation, not rounded up to a page as a mapping would be); after
+        // it the handler's count of pages that lost SIGBUS coverage, and the
+        // bitmap of chunks registered with the userfaultfd.
         let mapBytes = VolatilityMap.byteCount(pages: geometry.pageCount)
-        let metadata = UnsafeMutableRawPointer.allocate(byteCount: mapBytes + 8, alignment: 64)
-        metadata.initializeMemory(as: UInt8.self, repeating: 0, count: mapBytes + 8)
+        let chunkWords = Kernel.FaultTable.Region.chunkWords(pages: geometry.pageCount)
+        let metadataBytes = mapBytes + 8 + 8 * chunkWords
+        let metadata = UnsafeMutableRawPointer.allocate(byteCount: metadataBytes, alignment: 64)
+        metadata.initializeMemory(as: UInt8.self, repeating: 0, count: metadataBytes)
         let map = VolatilityMap(memory: metadata, pageCount: geometry.pageCount)
         func fail(_ e: VRangeError) -> VRangeError {
             try? Kernel.unmap(base, length: size)
@@ -119,22 +131,23 @@ public final class VolatileRegion: @unchecked Sendable {
         var region = Kernel.FaultTable.Region(
             base: base, length: size, pageSize: pageSize, map: map,
             coverageLost: (metadata + mapBytes).assumingMemoryBound(to: UInt64.self),
+            chunks: (metadata + mapBytes + 8).assumingMemoryBound(to: UInt64.self),
+            chunkPages: Kernel.FaultTable.Region.chunkPages,
             mechanism: .mprotect, kernelDriven: options.kernelDriven)
-        var slot: Int32 = -1
         if options.faultMechanism != .mprotect {
-            region.mechanism = .userfaultfd
-            do { slot = try Kernel.FaultTable.register(region) } catch {
-                if error.errno == ENOSPC { throw fail(.tooManyRegions(limit: Self.maxRegions)) }
+            // The registration itself waits for the first purge of each chunk.
+            do {
+                _ = try Kernel.UserFault.shared()
+                region.mechanism = .userfaultfd
+            } catch {
                 if options.faultMechanism == .userfaultfd || options.kernelDriven {
                     throw fail(.unsupported("userfaultfd unavailable: \(error)"))
                 }
-                region.mechanism = .mprotect
             }
         }
-        if region.mechanism == .mprotect {
-            do { slot = try Kernel.FaultTable.register(region) } catch {
-                throw fail(error.errno == ENOSPC ? .tooManyRegions(limit: Self.maxRegions) : .system(error))
-            }
+        let slot: Int32
+        do { slot = try Kernel.FaultTable.register(region) } catch {
+            throw fail(error.errno == ENOSPC ? .tooManyRegions(limit: Self.maxRegions) : .system(error))
         }
         self.size = size
         self.pageSize = pageSize
