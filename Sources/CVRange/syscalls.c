@@ -16,6 +16,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+uint64_t vr_recency_tick = 1;
+
 const int vr_MADV_DONTNEED = MADV_DONTNEED;
 const int vr_MADV_DONTNEED_LOCKED = 24;  // Linux 5.18; older headers lack it
 const int vr_MADV_FREE = MADV_FREE;

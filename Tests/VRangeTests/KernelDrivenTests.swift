@@ -77,51 +77,69 @@ import Glibc
         }
     }
 
-    /// Reclaim racing with markNonVolatile: every page reported intact holds
-    /// its bytes, every page reported purged reads zero; none is lost silently.
-    @Test func unmarkRacingWithReclaimLosesNothingSilently() throws {
+    /// Reclaim (and library purges of a few pages) racing with
+    /// markNonVolatile: every page reported intact holds its bytes, every
+    /// page reported purged reads zero; none is lost silently.
+    @Test(arguments: [false, true])
+    func unmarkRacingWithReclaimLosesNothingSilently(amplified: Bool) throws {
         guard let r = try kernelRegion(pages: 64) else { return }
-        let rounds = environmentInt("VRANGE_RACE_ROUNDS", 300)
-        let done = Atomic<Bool>(false)
-        let reclaimer = TestThread {
-            while !done.load(ordering: .relaxed) { try? r.pageOut(0..<(64 * page)) }
+        try racing(amplified: amplified, "unmarkRacingWithReclaimLosesNothingSilently") {
+            let rounds = environmentInt("VRANGE_RACE_ROUNDS", 300) / (amplified ? 2 : 1)
+            let done = Atomic<Bool>(false)
+            let reclaimer = TestThread {
+                while !done.load(ordering: .relaxed) { try? r.pageOut(0..<(64 * page)) }
+            }
+            let purger = TestThread {
+                var p = 0
+                while !done.load(ordering: .relaxed) {
+                    _ = try? r.purge(bytes(p..<(p + 1)))
+                    p = (p + 13) % 64
+                    for _ in 0..<50 { sched_yield() }
+                }
+            }
+            let (intact, purged) = try unmarkRounds(r, pages: 0..<64, rounds: rounds, yieldEvery: 7)
+            done.store(true, ordering: .relaxed)
+            reclaimer.join()
+            purger.join()
+            print("kernel-driven race\(amplified ? " (amplified)" : ""): \(intact) pages intact, \(purged) reclaimed or purged over \(rounds) rounds")
+            #expect(purged > 0, "the reclaimer never won: the race was not exercised")
         }
-        let (intact, purged) = try unmarkRounds(r, pages: 0..<64, rounds: rounds, yieldEvery: 7)
-        done.store(true, ordering: .relaxed)
-        reclaimer.join()
-        print("kernel-driven race: \(intact) pages intact, \(purged) reclaimed over \(rounds) rounds")
-        #expect(purged > 0, "the reclaimer never won: the race was not exercised")
     }
 
     /// Reclaim, optimistic readers and unmarking all at once: a page that an
     /// access found reclaimed (and the handler zero-filled so the access could
     /// go on) must still be reported purged by the unmark on the other thread.
-    @Test func unmarkRacingWithReclaimAndOptimisticReaders() throws {
+    @Test(arguments: [false, true])
+    func unmarkRacingWithReclaimAndOptimisticReaders(amplified: Bool) throws {
         guard let r = try kernelRegion(pages: 32) else { return }
-        let rounds = environmentInt("VRANGE_RACE_ROUNDS", 300)
-        let done = Atomic<Bool>(false)
-        let reclaimer = TestThread {
-            while !done.load(ordering: .relaxed) { try? r.pageOut(0..<(32 * page)) }
-        }
-        let reader = TestThread {
-            while !done.load(ordering: .relaxed) {
-                _ = try? r.withVolatileAccess(0..<(32 * page)) { buffer in
-                    var sum = 0
-                    for p in 0..<32 { sum &+= Int(buffer[p * page + 9]) }
-                    // Linger like a slow consumer: the unmark on the other
-                    // thread then often lands between this access's faults
-                    // and its end.
-                    for _ in 0..<20 { sched_yield() }
-                    return sum
+        try racing(amplified: amplified, "unmarkRacingWithReclaimAndOptimisticReaders") {
+            let rounds = environmentInt("VRANGE_RACE_ROUNDS", 300) / (amplified ? 2 : 1)
+            let done = Atomic<Bool>(false)
+            let reclaimer = TestThread {
+                while !done.load(ordering: .relaxed) { try? r.pageOut(0..<(32 * page)) }
+            }
+            let readers = (0..<2).map { _ in
+                TestThread {
+                    while !done.load(ordering: .relaxed) {
+                        _ = try? r.withVolatileAccess(0..<(32 * page)) { buffer in
+                            var sum = 0
+                            for p in 0..<32 { sum &+= Int(buffer[p * page + 9]) }
+                            // Linger like a slow consumer: the unmark on the
+                            // other thread then often lands between this
+                            // access's faults and its end.
+                            for _ in 0..<20 { sched_yield() }
+                            return sum
+                        }
+                    }
                 }
             }
+            let (intact, purged) = try unmarkRounds(r, pages: 0..<32, rounds: rounds, yieldEvery: 5)
+            done.store(true, ordering: .relaxed)
+            reclaimer.join()
+            readers.forEach { $0.join() }
+            print("kernel-driven race with readers\(amplified ? " (amplified)" : ""): \(intact) pages intact, \(purged) reclaimed over \(rounds) rounds")
+            #expect(purged > 0 && intact > 0)
         }
-        let (intact, purged) = try unmarkRounds(r, pages: 0..<32, rounds: rounds, yieldEvery: 5)
-        done.store(true, ordering: .relaxed)
-        reclaimer.join()
-        reader.join()
-        print("kernel-driven race with readers: \(intact) pages intact, \(purged) reclaimed over \(rounds) rounds")
-        #expect(purged > 0 && intact > 0)
     }
 
     /// markNonVolatile cannot pass a page while a kernel-driven markVolatile

@@ -1,5 +1,6 @@
 // The central race (DESIGN.md §2): purge vs markNonVolatile, and purge vs
 // optimistic access, on real threads and real mappings, with content checks.
+import CVRange
 import Synchronization
 import Testing
 @testable import VRange
@@ -7,24 +8,53 @@ import Testing
 import Glibc
 #endif
 
+/// Runs `body` plain, or amplified: with the hooks to itself and a yield
+/// armed at every critical window (MAP_BEFORE_CAS, MAP_LOCKED, the
+/// handler's fill and record, the access pre-check, the unmark's clearing,
+/// the settling pass and the discard). Hooks exist in debug builds only.
+func racing(amplified: Bool, _ name: String, _ body: () throws -> Void) throws {
+    guard amplified else { return try body() }
+    guard hooksAvailable(name) else { return }
+    try withHooks {
+        armAmplifiers()
+        try body()
+        print("\(name): amplified, \(vr_test_hook_count(Int32(VR_HOOK_MAP_BEFORE_CAS))) CAS windows and \(vr_test_hook_count(Int32(VR_HOOK_HANDLER_BEFORE_FILL))) fills widened")
+    }
+}
+
 @Suite("Races", .serialized) struct RaceTests {
-    /// One thread marks ranges volatile and back, checking every byte; the
-    /// other purges random ranges as fast as it can. No byte of a page that is
-    /// non-volatile is ever lost, and every report is exact.
-    @Test(arguments: mechanisms)
-    func purgeVersusMarkNonVolatile(_ m: FaultMechanism) throws {
+    /// One thread marks ranges volatile and back, checking every byte; two
+    /// others purge random ranges as fast as they can, and a fourth reads
+    /// optimistically (more threads than the CI machine has cores). No byte
+    /// of a page that is non-volatile is ever lost, and every report is exact.
+    @Test(arguments: mechanisms, [false, true])
+    func purgeVersusMarkNonVolatile(_ m: FaultMechanism, amplified: Bool) throws {
+        try racing(amplified: amplified, "purgeVersusMarkNonVolatile(\(m))") {
+            try purgeVersusMarkNonVolatileRounds(m, rounds: environmentInt("VRANGE_RACE_ROUNDS", 3000) / (amplified ? 3 : 1))
+        }
+    }
+
+    func purgeVersusMarkNonVolatileRounds(_ m: FaultMechanism, rounds: Int) throws {
         let pages = 96
         let r = try region(pages: pages, m)
-        let rounds = environmentInt("VRANGE_RACE_ROUNDS", 3000)
         let seed = testSeed("purgeVersusMarkNonVolatile(\(m))")
         let done = Atomic<Bool>(false)
         let purges = Atomic<Int>(0)
-        let purger = TestThread {
-            var g = SeededGenerator(seed: seed ^ 0xDEAD)
+        let purgers = (0..<2).map { k in
+            TestThread {
+                var g = SeededGenerator(seed: seed ^ 0xDEAD ^ UInt64(k))
+                while !done.load(ordering: .relaxed) {
+                    let lo = Int.random(in: 0..<pages, using: &g)
+                    let hi = Int.random(in: (lo + 1)...pages, using: &g)
+                    if let n = try? r.purge((lo * page)..<(hi * page)), n > 0 { purges.add(1, ordering: .relaxed) }
+                }
+            }
+        }
+        let reader = TestThread {
+            var g = SeededGenerator(seed: seed ^ 0xBEEF)
             while !done.load(ordering: .relaxed) {
                 let lo = Int.random(in: 0..<pages, using: &g)
-                let hi = Int.random(in: (lo + 1)...pages, using: &g)
-                if let n = try? r.purge((lo * page)..<(hi * page)), n > 0 { purges.add(1, ordering: .relaxed) }
+                _ = try? r.withVolatileAccess(bytes(lo..<min(pages, lo + 4))) { $0[8] &+ $0[$0.count - 8] }
             }
         }
         var g = SeededGenerator(seed: seed)
@@ -48,7 +78,8 @@ import Glibc
             }
         }
         done.store(true, ordering: .relaxed)
-        purger.join()
+        purgers.forEach { $0.join() }
+        reader.join()
         print("race purge/markNonVolatile (\(m)): \(intact) pages intact, \(purged) purged, \(purges.load(ordering: .relaxed)) effective purges, \(rounds) rounds")
         #expect(intact > 0 && purged > 0, "both outcomes must occur, or the race was not exercised")
         #expect(r.protectFailures == 0 && r.repopulateFailures == 0)
@@ -59,11 +90,16 @@ import Glibc
     /// freely; on odd rounds the purger purges only when the body asks and the
     /// body waits for it, so the fault path inside the body (zero-fill,
     /// resume, report purged) is certainly exercised.
-    @Test(arguments: mechanisms)
-    func purgeVersusOptimisticAccess(_ m: FaultMechanism) throws {
+    @Test(arguments: mechanisms, [false, true])
+    func purgeVersusOptimisticAccess(_ m: FaultMechanism, amplified: Bool) throws {
+        try racing(amplified: amplified, "purgeVersusOptimisticAccess(\(m))") {
+            try purgeVersusOptimisticAccessRounds(m, rounds: environmentInt("VRANGE_RACE_ROUNDS", 3000) / (amplified ? 3 : 1))
+        }
+    }
+
+    func purgeVersusOptimisticAccessRounds(_ m: FaultMechanism, rounds: Int) throws {
         let pages = 32
         let r = try region(pages: pages, m)
-        let rounds = environmentInt("VRANGE_RACE_ROUNDS", 3000)
         let done = Atomic<Bool>(false)
         let onRequest = Atomic<Bool>(false)      // the mode main asks for
         let onRequestSeen = Atomic<Bool>(false)  // the mode the purger is in
@@ -81,6 +117,15 @@ import Glibc
                     served.store(n, ordering: .releasing)
                 } else {
                     sched_yield()
+                }
+            }
+        }
+        // A second reader, so that accesses fault and restore pages while
+        // others read them (and threads outnumber the CI machine's cores).
+        let reader = TestThread {
+            while !done.load(ordering: .relaxed) {
+                _ = try? r.withVolatileAccess(bytes(0..<pages)) { buffer in
+                    (0..<pages).reduce(0) { $0 &+ Int(buffer[$1 * page + 100]) }
                 }
             }
         }
@@ -122,6 +167,7 @@ import Glibc
         }
         done.store(true, ordering: .relaxed)
         purger.join()
+        reader.join()
         print("race purge/optimistic access (\(m)): \(intact) intact, \(purged) purged of \(rounds); \(faultedInBody) of \(purgedInsideBody) purges inside the body faulted there")
         #expect(purgedInsideBody == rounds / 2, "every controlled round ran its body")
         #expect(intact > 0, "free rounds never finished intact: the race was one-sided")

@@ -71,7 +71,7 @@ let benchmarks: @Sendable () -> Void = {
             blackHole(try region.withVolatileAccess(onePage) { cb_read_byte($0.baseAddress!) }.value)
         }
         benchmark.stopMeasurement()
-        try region.markNonVolatile(onePage)
+        _ = try region.markNonVolatile(onePage)
     }
 
     // One purge per iteration: the pages are written first, outside the
@@ -86,7 +86,7 @@ let benchmarks: @Sendable () -> Void = {
     let all = 0..<purgeBytes
 
     Benchmark("purge 64 MiB, written (region purgeAll)", configuration: bulk) { benchmark in
-        try big.markNonVolatile(all)
+        _ = try big.markNonVolatile(all)
         _ = cb_touch_pages(big.baseAddress, purgeBytes, pageSize)
         try big.markVolatile(all)
         benchmark.startMeasurement()

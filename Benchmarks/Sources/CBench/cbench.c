@@ -86,6 +86,21 @@ __attribute__((noinline)) uint64_t cb_cas_pair_loop(uint64_t *word, size_t itera
   return cb_now_ns() - t0;
 }
 
+__attribute__((noinline)) uint64_t cb_cas_pair2_loop(uint64_t *words, size_t iterations) {
+  uint64_t t0 = cb_now_ns();
+  for (size_t i = 0; i < iterations; i++) {
+    for (int w = 0; w < 2; w++) {
+      uint64_t old = __atomic_load_n(&words[w], __ATOMIC_RELAXED);
+      while (!__atomic_compare_exchange_n(&words[w], &old, old | 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {}
+    }
+    for (int w = 0; w < 2; w++) {
+      uint64_t old = __atomic_load_n(&words[w], __ATOMIC_RELAXED);
+      while (!__atomic_compare_exchange_n(&words[w], &old, old & ~(uint64_t)1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {}
+    }
+  }
+  return cb_now_ns() - t0;
+}
+
 // MARK: - userfaultfd
 
 int cb_uffd_open(int *fd_out) {

@@ -16,7 +16,7 @@ func purgeRows(_ c: Config, _ region: VolatileRegion) throws -> [Row] {
     // MARK: purge
     // Every round writes every page first, so that there is memory to free.
     let vrangePurge = { () throws -> Double in
-        try region.markNonVolatile(all)
+        _ = try region.markNonVolatile(all)
         _ = cb_touch_pages(region.baseAddress, size, ps)
         try region.markVolatile(all)
         let t0 = now()

@@ -79,7 +79,7 @@ func threadRows(_ c: Config) throws -> [Row] {
         for _ in 0..<n {
             do {
                 try region.markVolatile(range)
-                try region.markNonVolatile(range)
+                _ = try region.markNonVolatile(range)
             } catch { failures.count.add(1, ordering: .relaxed) }
         }
     }
@@ -93,7 +93,7 @@ func threadRows(_ c: Config) throws -> [Row] {
         for _ in 0..<n {
             do {
                 try region.markVolatile(range)
-                try region.markNonVolatile(range)
+                _ = try region.markNonVolatile(range)
             } catch { failures.count.add(1, ordering: .relaxed) }
         }
     }

@@ -202,6 +202,21 @@ unsigned vr_scope_end(uintptr_t *records, int *overflow);
 size_t vr_dirty_pages(int slot, void *start, size_t count, size_t page_size,
                       uint64_t *faulted);
 
+// MARK: - Recency clock
+
+/// The purgers' coarse recency clock (see RecencyClock in Swift): a plain
+/// global, so that reading it on the mark fast path is one load (a Swift
+/// global with an initializer goes through a lazy-initialization accessor).
+extern uint64_t vr_recency_tick;
+
+static inline uint64_t vr_recency_now(void) {
+  return __atomic_load_n(&vr_recency_tick, __ATOMIC_RELAXED);
+}
+
+static inline uint64_t vr_recency_advance(void) {
+  return __atomic_add_fetch(&vr_recency_tick, 1, __ATOMIC_RELAXED);
+}
+
 // MARK: - Test support
 
 /// Reads one byte; a function so that tests can touch memory the optimizer

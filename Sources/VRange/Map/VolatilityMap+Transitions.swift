@@ -7,24 +7,35 @@ import Synchronization
 extension VolatilityMap {
     // MARK: - Fast paths (one word)
 
-    /// Marks pages `first..<end` volatile if they lie within one word: one
-    /// load and one CAS (none if nothing changes). False, having changed
-    /// nothing, when the range spans words.
+    /// Low bits of pages `first..<end`, which lie in one word (1 to 32
+    /// pages): two shifts, no branch.
+    @inlinable @inline(__always)
+    static func oneWordMask(first: Int, end: Int) -> UInt64 {
+        (lowBits &>> UInt64(truncatingIfNeeded: 64 &- 2 &* (end &- first))) &<< UInt64(truncatingIfNeeded: 2 &* (first & 31))
+    }
+
+    /// Marks pages `first..<end` volatile if they lie within one word and
+    /// none of them is locked or purged: one load and one CAS (none if they
+    /// are volatile already). False, having changed nothing, otherwise.
     ///
     /// Inlined into client code: the pair of marks is the hot path of every
     /// cache layer, and a call into the library costs as much as the CAS.
+    /// The value the CAS writes is one OR away from the value loaded; the
+    /// checks only feed predicted branches (each ALU step between the load
+    /// and the CAS adds to the pair's latency, a branch does not).
     @inlinable @inline(__always)
     func markVolatileInOneWord(first: Int, end: Int) -> Bool {
         let w = first &>> 5
         guard (end &- 1) &>> 5 == w else { return false }
-        let m = Self.lowMask(word: w, first: first, end: end)
+        let m = Self.oneWordMask(first: first, end: end)
+        let high = m &<< 1
         var old = words[w].load(ordering: .relaxed)
         while true {
-            let add = Self.pages(in: old, .nonVolatile) & m
-            if add == 0 { return true }
+            if old & high != 0 { return false }  // a page locked or purged: slow path
+            if old | m == old { return true }    // volatile already
             TestHook.fire(Int32(VR_HOOK_MAP_BEFORE_CAS), UnsafeRawPointer(words + w))
             let (done, seen) = words[w].compareExchange(
-                expected: old, desired: old | add, ordering: .acquiringAndReleasing)
+                expected: old, desired: old | m, ordering: .acquiringAndReleasing)
             if done { return true }
             old = seen
         }
@@ -33,23 +44,84 @@ extension VolatilityMap {
     /// The fast path of `markNonVolatile` for pages `first..<end` within one
     /// word: returns the low bits of the pages that had been purged (the map
     /// has been updated: every page is 00 now), or nil, having changed
-    /// nothing, when the range spans words or a page is locked.
+    /// nothing, when the range spans words or a page is locked. The CAS
+    /// writes the loaded value with the range's fields cleared (one AND).
     @inlinable @inline(__always)
     func markNonVolatileInOneWord(first: Int, end: Int) -> UInt64? {
         let w = first &>> 5
         guard (end &- 1) &>> 5 == w else { return nil }
-        let m = Self.lowMask(word: w, first: first, end: end)
-        let fields = m | m &<< 1
+        let m = Self.oneWordMask(first: first, end: end)
+        let high = m &<< 1
+        let fields = m | high
         var old = words[w].load(ordering: .relaxed)
         while true {
-            if old & fields == 0 { return 0 }
-            if Self.pages(in: old, .locked) & m != 0 { return nil }
+            if old & fields == 0 { return 0 }  // non-volatile already
+            var lost: UInt64 = 0
+            if old & high != 0 {                // not the common case
+                if (old &>> 1) & ~old & m != 0 { return nil }  // a page locked: slow path waits
+                lost = old & (old &>> 1) & m                    // the purged ones (11)
+            }
             TestHook.fire(Int32(VR_HOOK_MAP_BEFORE_CAS), UnsafeRawPointer(words + w))
             let (done, seen) = words[w].compareExchange(
                 expected: old, desired: old & ~fields, ordering: .acquiringAndReleasing)
-            if done { return Self.pages(in: old, .purged) & m }
+            if done { return lost }
             old = seen
         }
+    }
+
+    /// `markVolatileInOneWord` over any number of words, word by word,
+    /// while no page met is locked or purged. Returns the first page not
+    /// handled: `end` when done, else the first page of the word that needs
+    /// the general path (marks are idempotent: it can redo the rest).
+    @usableFromInline
+    func markVolatileWords(first: Int, end: Int) -> Int {
+        var lo = first
+        while lo < end {
+            let w = lo &>> 5
+            let hi = Swift.min(end, (w &+ 1) &<< 5)
+            let m = Self.oneWordMask(first: lo, end: hi)
+            var old = words[w].load(ordering: .relaxed)
+            while true {
+                if (old &>> 1) & m != 0 { return lo }
+                if old | m == old { break }
+                TestHook.fire(Int32(VR_HOOK_MAP_BEFORE_CAS), UnsafeRawPointer(words + w))
+                let (done, seen) = words[w].compareExchange(
+                    expected: old, desired: old | m, ordering: .acquiringAndReleasing)
+                if done { break }
+                old = seen
+            }
+            lo = hi
+        }
+        return end
+    }
+
+    /// `markNonVolatileInOneWord` over any number of words, word by word,
+    /// while no page met is locked or purged (so nothing handled had been
+    /// lost). Returns the first page not handled: `end` when done, else the
+    /// first page of the word that needs the general path (which can redo
+    /// the whole range: the words handled are non-volatile now, with nothing
+    /// to report).
+    @usableFromInline
+    func markNonVolatileWords(first: Int, end: Int) -> Int {
+        var lo = first
+        while lo < end {
+            let w = lo &>> 5
+            let hi = Swift.min(end, (w &+ 1) &<< 5)
+            let m = Self.oneWordMask(first: lo, end: hi)
+            let fields = m | m &<< 1
+            var old = words[w].load(ordering: .relaxed)
+            while true {
+                if old & fields == 0 { break }
+                if (old &>> 1) & m != 0 { return lo }
+                TestHook.fire(Int32(VR_HOOK_MAP_BEFORE_CAS), UnsafeRawPointer(words + w))
+                let (done, seen) = words[w].compareExchange(
+                    expected: old, desired: old & ~fields, ordering: .acquiringAndReleasing)
+                if done { break }
+                old = seen
+            }
+            lo = hi
+        }
+        return end
     }
 
     // MARK: - General marks

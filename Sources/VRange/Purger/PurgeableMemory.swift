@@ -1,7 +1,7 @@
 // The one protocol a Purger talks to: anonymous regions, shared files and the
 // volatile allocator all present their volatile memory as purge units, each
 // with a priority class and a recency stamp, and purge a unit on request.
-import Synchronization
+import CVRange
 
 /// How readily a purger takes memory: lower classes are purged first (as
 /// Windows' offer priorities and Apple's volatile groups).
@@ -60,17 +60,14 @@ public protocol PurgeableMemory: AnyObject, Sendable {
 /// (one relaxed load, no syscall) and that a purger advances. Only the order
 /// of stamps means anything.
 public enum RecencyClock {
-    @usableFromInline
-    static let tick = Atomic<UInt64>(1)
-
     /// The current stamp.
-    @inlinable
-    public static var now: UInt64 { tick.load(ordering: .relaxed) }
+    @inlinable @inline(__always)
+    public static var now: UInt64 { vr_recency_now() }
 
     /// Moves the clock on: what is stamped after this is newer than
     /// everything stamped before. Returns the new stamp.
     @discardableResult
     public static func advance() -> UInt64 {
-        tick.add(1, ordering: .relaxed).newValue
+        vr_recency_advance()
     }
 }

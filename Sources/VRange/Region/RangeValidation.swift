@@ -24,13 +24,17 @@ struct PageGeometry: Sendable {
         return padded & ~(pageSize - 1)
     }
 
-    /// Whether `[offset, offset + length)` is a valid range: non-empty,
-    /// within bounds (no overflow possible: `length <= size` first) and
-    /// page-aligned. A handful of instructions, inlined into the mark fast
-    /// paths; `pages(offset:length:)` says what is wrong otherwise.
+    /// Whether `[offset, offset + length)` is a valid range of a region of
+    /// `size` bytes: non-empty, within bounds (no overflow possible:
+    /// `length <= size` first) and page-aligned. A handful of instructions,
+    /// inlined into the mark fast paths; `pages(offset:length:)` says what is
+    /// wrong otherwise. With a `size` of 0 no range is valid.
     @inlinable @inline(__always)
-    func isValid(offset: Int, length: Int) -> Bool {
-        length > 0 && length <= size && UInt(bitPattern: offset) <= UInt(bitPattern: size &- length)
+    func isValid(offset: Int, length: Int, size: Int) -> Bool {
+        // 1 ≤ length ≤ size in one unsigned compare; then offset ≤ size −
+        // length (a negative offset is a huge unsigned one); then alignment.
+        UInt(bitPattern: length &- 1) < UInt(bitPattern: size)
+            && UInt(bitPattern: offset) <= UInt(bitPattern: size &- length)
             && (offset | length) & (pageSize &- 1) == 0
     }
 

@@ -14,19 +14,25 @@ extension VolatileRegion {
     /// already volatile or purged keep their state (marks are idempotent).
     ///
     /// - Throws: a range error or `.closed`; nothing changes then.
-    @inlinable
+    @inlinable @inline(__always)
     public func markVolatile(_ range: Range<Int>) throws(VRangeError) {
         try markVolatile(offset: range.lowerBound, length: range.upperBound &- range.lowerBound)
     }
 
     /// Marks `[offset, offset + length)` volatile. See `markVolatile(_:)`.
-    @inlinable
+    ///
+    /// Always inlined: what is left beyond the CAS is the range check (three
+    /// compares, which also turn away a closed or kernel-driven region), the
+    /// page arithmetic, and the recency stamp's two loads.
+    @inlinable @inline(__always)
     public func markVolatile(offset: Int, length: Int) throws(VRangeError) {
-        if _fastPath(!slowMarks.load(ordering: .relaxed) && geometry.isValid(offset: offset, length: length)
-            && map.markVolatileInOneWord(first: offset &>> geometry.pageShift,
-                                          end: (offset &+ length) &>> geometry.pageShift)) {
-            stampRecency()
-            return
+        if _fastPath(geometry.isValid(offset: offset, length: length, size: fastSize.load(ordering: .relaxed))) {
+            let first = offset &>> geometry.pageShift, end = (offset &+ length) &>> geometry.pageShift
+            if _fastPath(map.markVolatileInOneWord(first: first, end: end))
+                || map.markVolatileWords(first: first, end: end) == end {
+                stampRecency()
+                return
+            }
         }
         try markVolatileSlow(offset: offset, length: length)
     }
@@ -38,19 +44,24 @@ extension VolatileRegion {
     ///   volatile; otherwise the exact byte ranges that were purged, which now
     ///   read as zeros and are writable.
     /// - Throws: a range error or `.closed`; nothing changes then.
-    @inlinable
+    @inlinable @inline(__always)
     public func markNonVolatile(_ range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
         try markNonVolatile(offset: range.lowerBound, length: range.upperBound &- range.lowerBound)
     }
 
     /// Marks `[offset, offset + length)` non-volatile. See `markNonVolatile(_:)`.
-    @inlinable
+    /// Always inlined, like `markVolatile(offset:length:)`.
+    @inlinable @inline(__always)
     public func markNonVolatile(offset: Int, length: Int) throws(VRangeError) -> NonVolatileResult {
-        if _fastPath(!slowMarks.load(ordering: .relaxed) && geometry.isValid(offset: offset, length: length)),
-           let lost = map.markNonVolatileInOneWord(first: offset &>> geometry.pageShift,
-                                                    end: (offset &+ length) &>> geometry.pageShift) {
-            if _fastPath(lost == 0) { return NonVolatileResult(intact: offset..<(offset &+ length)) }
-            return purgedInOneWord(lost, offset: offset, length: length)
+        if _fastPath(geometry.isValid(offset: offset, length: length, size: fastSize.load(ordering: .relaxed))) {
+            let first = offset &>> geometry.pageShift, end = (offset &+ length) &>> geometry.pageShift
+            if let lost = map.markNonVolatileInOneWord(first: first, end: end) {
+                if _fastPath(lost == 0) { return NonVolatileResult(intact: offset..<(offset &+ length)) }
+                return purgedInOneWord(lost, offset: offset, length: length)
+            }
+            if map.markNonVolatileWords(first: first, end: end) == end {
+                return NonVolatileResult(intact: offset..<(offset &+ length))
+            }
         }
         return try markNonVolatileSlow(offset: offset, length: length)
     }

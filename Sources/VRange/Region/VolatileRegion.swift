@@ -37,9 +37,11 @@ public final class VolatileRegion: @unchecked Sendable {
     let handlerRegion: Kernel.FaultTable.Region
     private let metadata: UnsafeMutableRawPointer
     private let closedFlag = Atomic<Bool>(false)
-    /// True when marks must take the slow path: kernel-driven, or closed.
-    /// One load decides it on the fast path.
-    @usableFromInline let slowMarks: Atomic<Bool>
+    /// The size the mark fast paths validate ranges against: `size` while
+    /// they may run, 0 when every mark must take the slow path (kernel-driven
+    /// mode, or closed), so that no range passes. One load, folded into the
+    /// range check the fast path makes anyway.
+    @usableFromInline let fastSize: Atomic<Int>
     /// `RecencyClock.now` at the last markVolatile (stored only when it moved).
     @usableFromInline let lastMarkedVolatile = Atomic<UInt64>(0)
     private let priorityRaw: Atomic<Int>
@@ -154,7 +156,7 @@ public final class VolatileRegion: @unchecked Sendable {
         self.baseAddress = base
         self.faultMechanism = region.mechanism == .userfaultfd ? .userfaultfd : .mprotect
         self.isKernelDriven = options.kernelDriven
-        self.slowMarks = Atomic(options.kernelDriven)
+        self.fastSize = Atomic(options.kernelDriven ? 0 : size)
         self.priorityRaw = Atomic(options.purgePriority.rawValue)
         self.geometry = geometry
         self.map = map
@@ -185,7 +187,7 @@ public final class VolatileRegion: @unchecked Sendable {
     /// else; an access body running meanwhile reads zeros.
     public func close() {
         guard !closedFlag.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        slowMarks.store(true, ordering: .sequentiallyConsistent)
+        fastSize.store(0, ordering: .sequentiallyConsistent)
         Kernel.FaultTable.unregister(slot: slot)
         if (try? Kernel.replaceWithEmpty(baseAddress, length: size)) == nil {
             // Cannot happen for a range we own; fall back to dropping the contents.

@@ -47,6 +47,9 @@ uint64_t cb_touch_pages(void *start, size_t length, size_t page_size);
 /// it), as a mark + unmark of one page would need at the very least.
 /// Returns the nanoseconds taken.
 uint64_t cb_cas_pair_loop(uint64_t *word, size_t iterations);
+/// The same on two words (a pair of CAS on each): the floor of marking a
+/// range that spans two map words. `words` points to two adjacent words.
+uint64_t cb_cas_pair2_loop(uint64_t *words, size_t iterations);
 
 // MARK: - userfaultfd
 
