@@ -91,11 +91,18 @@ static int handle_page(const vr_region_info *r, int index, uintptr_t page) {
       continue;
     }
     if (state == VR_STATE_VOLATILE && kernel_driven) {
-      // Bump first: an access that reads the page after someone else
-      // filled it, and finds it cleared again, still sees the discard.
+      // The page was missing when it faulted: the kernel reclaimed it.
+      // Record that as a purge does, under the page's lock: by now the page
+      // may have been refilled, unmarked, written and marked volatile again
+      // (this thread may have waited long), so it is discarded before it is
+      // called purged, and a purged page always reads zeros. Bump first: an
+      // access that reads the page after someone else filled it, and finds
+      // it cleared again, still sees the discard.
       vr_bump_generation(r, page);
       VR_HOOK(VR_HOOK_HANDLER_BEFORE_RECORD, page);
-      if (!vr_page_cas(r, page, VR_STATE_VOLATILE, VR_STATE_PURGED)) continue;  // look again
+      if (!vr_page_cas(r, page, VR_STATE_VOLATILE, VR_STATE_LOCKED)) continue;  // look again
+      vr_discard((void *)page, r->page_size);
+      vr_page_cas(r, page, VR_STATE_LOCKED, VR_STATE_PURGED);
       state = VR_STATE_PURGED;
     }
     if (state == VR_STATE_PURGED) {

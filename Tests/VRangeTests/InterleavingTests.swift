@@ -55,6 +55,48 @@ import Glibc
         }
     }
 
+    /// A reader's handler faults on a reclaimed page and is delayed before
+    /// recording it; meanwhile the page is unmarked (reported purged),
+    /// rewritten and marked volatile again. The handler then finds it
+    /// volatile and records a reclaim that no longer happened: it must also
+    /// discard the page, so that the next unmark, which reports it purged,
+    /// finds zeros rather than the new contents.
+    @Test func aDelayedReclaimRecordDiscardsWhatItReports() throws {
+        guard hooksAvailable("aDelayedReclaimRecordDiscardsWhatItReports") else { return }
+        guard userfaultfdAvailable else {
+            print("NOTE: userfaultfd unavailable: kernel-driven mode cannot run here")
+            return
+        }
+        try withHooks {
+            let r = try VolatileRegion(byteCount: 4 * page, options: .init(kernelDriven: true))
+            fill(r, page: 1, tag: 0x44)
+            try r.markVolatile(bytes(1..<2))
+            try #require(try reclaim(r, page: 1), "MADV_PAGEOUT did not reclaim the page in 50 requests")
+            arm(0, Int32(VR_HOOK_HANDLER_BEFORE_RECORD), arg: hookArg(r, page: 1), set: Flag.a, waitAny: Flag.b, times: 1)
+            // And the second unmark comes before the access ends (its end
+            // would discard the page again and hide the difference).
+            arm(1, Int32(VR_HOOK_ACCESS_BEFORE_POSTCHECK), arg: hookArg(r, page: 1), set: Flag.c, waitAny: Flag.d, times: 1)
+            let seen = Mutex<VolatileAccess<UInt8>?>(nil)
+            let reader = TestThread {
+                let result = try? r.withVolatileAccess(bytes(1..<2)) { $0[0] }
+                seen.withLock { $0 = result }
+            }
+            #expect(waitForFlags(Flag.a))
+            let first = try r.markNonVolatile(bytes(1..<2))
+            #expect(first.purgedRanges == [bytes(1..<2)])
+            fill(r, page: 1, tag: 0x45)
+            try r.markVolatile(bytes(1..<2))
+            vr_test_hook_set_flags(Flag.b)
+            #expect(waitForFlags(Flag.c))
+            let second = try r.markNonVolatile(bytes(1..<2))
+            vr_test_hook_set_flags(Flag.d)
+            reader.join()
+            expectTruthfulUnmark(r, second, pages: 1..<2, tag: 0x45, "unmark after a delayed reclaim record")
+            #expect(seen.withLock { $0 } == .purged)
+            #expect(vr_test_hook_timeouts() == 0)
+        }
+    }
+
     /// An optimistic access passed its pre-check (page volatile); another
     /// thread purged the page and marked it non-volatile again (so it is
     /// zero-filled and reads without a fault), and maybe volatile again. The
