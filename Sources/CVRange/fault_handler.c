@@ -230,6 +230,12 @@ void vr_on_fault(int sig, siginfo_t *info, void *context) {
     return;
   }
   int resume = handle_page(&s->info, index, addr & ~(s->info.page_size - 1));
+  // A region being closed is being replaced by an empty mapping: re-execute
+  // the access (it reads zeros there) rather than kill the process.
+  if (!resume && atomic_load(&s->closing)) {
+    sched_yield();
+    resume = 1;
+  }
   vr_slot_leave(s);
   if (!resume) {
     if (uffd) {

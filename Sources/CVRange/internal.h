@@ -23,6 +23,7 @@ typedef struct {
   _Atomic uintptr_t end;
   _Atomic int registered;  // userfaultfd: its registered chunks are with vr_uffd_fd
   _Atomic int chunk_lock;  // serializes vr_region_register_chunks
+  _Atomic int closing;     // the region is being closed: its memory is being replaced
   vr_region_info info;     // written while CLAIMED, read while LIVE
 } vr_slot;
 

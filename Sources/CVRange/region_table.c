@@ -50,6 +50,7 @@ int vr_region_register(const vr_region_info *info, int *slot_out) {
     // therefore with the current descriptor.
     atomic_store(&s->registered, 1);
     atomic_store(&s->chunk_lock, 0);
+    atomic_store(&s->closing, 0);
     atomic_store_explicit(&s->base, (uintptr_t)info->base, memory_order_relaxed);
     atomic_store_explicit(&s->end, (uintptr_t)info->base + info->length, memory_order_relaxed);
     int top = atomic_load(&vr_slot_high_water);
@@ -59,6 +60,10 @@ int vr_region_register(const vr_region_info *info, int *slot_out) {
     return 0;
   }
   return ENOSPC;
+}
+
+void vr_region_closing(int slot) {
+  if (slot >= 0 && slot < VR_MAX_REGIONS) atomic_store(&vr_slots[slot].closing, 1);
 }
 
 void vr_region_unregister(int slot) {

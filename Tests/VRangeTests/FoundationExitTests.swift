@@ -253,6 +253,38 @@ func mlockallDoesNotStopPurging() -> Int32 {
     return 0
 }
 
+/// An optimistic access whose fault is being handled while another thread
+/// closes the region: the handler's fill fails on the replaced memory, and
+/// the access is resumed (it reads zeros) instead of killing the process.
+func accessFaultDuringClose(_ m: FaultMechanism) -> Int32 {
+    guard let r = try? VolatileRegion(byteCount: 4 * page, options: .init(faultMechanism: m)) else { return 10 }
+    fill(r, page: 1, tag: 0x91)
+    guard (try? r.markVolatile(bytes(0..<4))) != nil else { return 11 }
+    let p1 = hookArg(r, page: 1)
+    arm(0, Int32(VR_HOOK_ACCESS_AFTER_PRECHECK), arg: p1, set: Flag.a, waitAny: Flag.b, times: 1)
+    arm(1, Int32(VR_HOOK_HANDLER_BEFORE_FILL), arg: p1, set: Flag.c, waitAny: Flag.d, times: 1)
+    arm(2, Int32(VR_HOOK_CLOSE_REPLACED), arg: UInt(bitPattern: Int(bitPattern: r.baseAddress)), set: Flag.e, times: 1)
+    let seen = Atomic<Int>(-1)
+    let reader = TestThread {
+        let result = try? r.withVolatileAccess(bytes(1..<2)) { $0[0] }
+        seen.store(result == .purged ? 1 : result == nil ? 2 : 0, ordering: .relaxed)
+    }
+    guard waitForFlags(Flag.a) else { return 12 }
+    guard (try? r.purge(bytes(1..<2))) == page else { return 13 }
+    vr_test_hook_set_flags(Flag.b)
+    guard waitForFlags(Flag.c) else { return 14 }  // the reader is in the handler
+    let closer = TestThread { r.close() }
+    guard waitForFlags(Flag.e) else { return 15 }  // the memory is replaced
+    vr_test_hook_set_flags(Flag.d)
+    reader.join()
+    closer.join()
+    // Nothing was chained: VRange's handler is still the SIGBUS handler.
+    var action = sigaction()
+    sigaction(SIGBUS, nil, &action)
+    if action.__sigaction_handler.sa_handler == nil { return 17 }
+    return seen.load(ordering: .relaxed) == 1 ? 0 : 16
+}
+
 /// The region limit is its own error, at exactly `maxRegions`.
 func regionLimitIsItsOwnError() -> Int32 {
     var regions: [VolatileRegion] = []
@@ -370,6 +402,17 @@ func kernelDrivenUnmarkAllocatesNothing() -> Int32 {
             return
         }
         await #expect(processExitsWith: .success) { _exit(VRangeTests.mlockallDoesNotStopPurging()) }
+    }
+
+    @Test func accessFaultingWhileTheRegionClosesIsResumed_mprotect() async {
+        guard hooksAvailable("accessFaultingWhileTheRegionClosesIsResumed") else { return }
+        await #expect(processExitsWith: .success) { _exit(accessFaultDuringClose(.mprotect)) }
+    }
+
+    @Test func accessFaultingWhileTheRegionClosesIsResumed_userfaultfd() async throws {
+        try #require(userfaultfdAvailable, "userfaultfd unavailable: covered by the mprotect variant only")
+        guard hooksAvailable("accessFaultingWhileTheRegionClosesIsResumed") else { return }
+        await #expect(processExitsWith: .success) { _exit(accessFaultDuringClose(.userfaultfd)) }
     }
 
     @Test func theRegionLimitIsATypedError() async {

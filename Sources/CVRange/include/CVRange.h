@@ -150,6 +150,12 @@ int vr_region_register(const vr_region_info *info, int *slot_out);
 int vr_region_register_chunks(int slot, size_t first, size_t count);
 /// Withdraws a region; returns once no handler is looking at it.
 void vr_region_unregister(int slot);
+/// Says that region `slot` is being closed: its memory is about to be
+/// replaced by an empty mapping. From now on a fault there that would raise
+/// SIGBUS resumes instead (the access is re-executed, and reads the empty
+/// mapping once it is in place): an operation racing with close() must not
+/// kill the process.
+void vr_region_closing(int slot);
 /// Verifies that region `slot` (userfaultfd mechanism) is registered with
 /// the process-wide userfaultfd, and that this descriptor is still the one
 /// that was opened (open, same device and inode). If the descriptor was lost
@@ -250,7 +256,8 @@ enum {
   VR_HOOK_DIRTY_PAGE = 11,           // settling pass, before a page (arg: page)
   VR_HOOK_UNMARK_CLEARED = 12,       // markNonVolatile cleared purged pages, before repopulating
   VR_HOOK_DISCARD = 13,              // a locked run is about to be discarded (arg: first byte)
-  VR_HOOK_POINTS = 14,
+  VR_HOOK_CLOSE_REPLACED = 14,       // close() replaced the memory, before leaving the table (arg: base)
+  VR_HOOK_POINTS = 15,
 };
 
 /// Whether this build has the hook points compiled in.

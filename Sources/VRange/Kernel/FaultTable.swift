@@ -59,6 +59,10 @@ extension Kernel {
         /// Withdraws a region; returns once no handler is looking at it.
         static func unregister(slot: Int32) { vr_region_unregister(slot) }
 
+        /// Says that a region's memory is about to be replaced (close): a
+        /// fault there resumes instead of raising SIGBUS.
+        static func closing(slot: Int32) { vr_region_closing(slot) }
+
         /// Verifies (and if it was lost, restores) the userfaultfd
         /// registration of `slot`. Returns the registration epoch and whether
         /// the region is registered now.

@@ -188,11 +188,15 @@ public final class VolatileRegion: @unchecked Sendable {
     public func close() {
         guard !closedFlag.exchange(true, ordering: .acquiringAndReleasing) else { return }
         fastSize.store(0, ordering: .sequentiallyConsistent)
-        Kernel.FaultTable.unregister(slot: slot)
+        // Replace first, then leave the handler's table: a racing access that
+        // faults meanwhile is resumed by the handler and reads zeros.
+        Kernel.FaultTable.closing(slot: slot)
         if (try? Kernel.replaceWithEmpty(baseAddress, length: size)) == nil {
             // Cannot happen for a range we own; fall back to dropping the contents.
             try? Kernel.advise(baseAddress, length: size, .dontNeed)
         }
+        TestHook.fire(Int32(VR_HOOK_CLOSE_REPLACED), UnsafeRawPointer(baseAddress))
+        Kernel.FaultTable.unregister(slot: slot)
     }
 
     /// Bytes of bookkeeping this region keeps per page: its volatility map
