@@ -128,4 +128,9 @@ int vr_raise_in_thread(int sig);
 #ifdef __cplusplus
 }
 #endif
+
+// MARK: - Shared volatile files (issue 7; added by the files branch)
+// Declarations of the files layer live in their own header.
+#include "vr_files.h"
+
 #endif
