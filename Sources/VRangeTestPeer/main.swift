@@ -165,7 +165,9 @@ while let line = readLine() {
     do {
         let out = try run(words)
         reply(out)
-        if words.first == "send" { try file?.send(over: control) }
+        // "send": after the reply, wait for "go" (so that the test's reading
+        // of the reply cannot swallow the descriptors), then send the pair.
+        if words.first == "send", readLine() == "go" { try file?.send(over: control) }
     } catch {
         reply("err \(error)")
     }

@@ -57,7 +57,18 @@ final class Peer {
         var pid: pid_t = 0
         let argv: [UnsafeMutablePointer<CChar>?] = [strdup(path), nil]
         defer { for a in argv { free(a) } }
-        let rc = posix_spawn(&pid, path, &actions, nil, argv, environ)
+        // The Swift runtime's backtracer would keep a peer that dies of a
+        // signal (on purpose, in some tests) busy symbolicating, holding the
+        // test runner's output pipe open: peers run without it.
+        var env: [UnsafeMutablePointer<CChar>?] = [strdup("SWIFT_BACKTRACE=enable=no")]
+        var e = environ
+        while let entry = e.pointee {
+            if !String(cString: entry).hasPrefix("SWIFT_BACKTRACE=") { env.append(strdup(entry)) }
+            e += 1
+        }
+        env.append(nil)
+        defer { for v in env { free(v) } }
+        let rc = posix_spawn(&pid, path, &actions, nil, argv, env)
         Kernel.close(fd: theirs)
         guard rc == 0 else {
             Kernel.close(fd: mine)
@@ -119,6 +130,18 @@ final class Peer {
                 throw PeerError(description: "peer \(pid) closed its socket during '\(context)' (status \(status.map(String.init) ?? "?"))")
             }
             buffer += chunk.prefix(n)
+        }
+    }
+
+    /// Waits until the socket has something to read (a deadline, then the
+    /// peer is killed).
+    func waitReadable(timeout: Int = peerTimeout) throws {
+        var p = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
+        var r: Int32
+        repeat { r = poll(&p, 1, Int32(timeout * 1000)) } while r < 0 && errno == EINTR
+        if r <= 0 {
+            kill()
+            throw PeerError(description: "peer \(pid): nothing to read within \(timeout) s (killed)")
         }
     }
 
