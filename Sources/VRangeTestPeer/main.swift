@@ -128,7 +128,7 @@ func run(_ words: [Substring]) throws -> String {
     case "hold":  // hold POINT: block at that point of the next purge until killed
         #if DEBUG
         let point = String(words[1])
-        FileTestHooks.hook = { p in
+        try theFile().testHook.withLock { $0 = { p in
             let hit: Bool
             switch p {
             case .purgeLocked: hit = point == "locked"
@@ -142,7 +142,37 @@ func run(_ words: [Substring]) throws -> String {
                 while read(control, &b, 1) != 0 {}  // until killed (or the socket closes)
                 _exit(9)
             }
+        } }
+        return "ok"
+        #else
+        return "err hooks need a debug build"
+        #endif
+    case "churn":  // churn ID PAGE TAG ROUNDS: vote, pin, check, refill; counts violations
+        let m = try mapping(n[0])
+        let (pg, tag, rounds) = (n[1], UInt8(n[2]), n[3])
+        var violations = 0, lost = 0
+        fill(m, pg, tag)
+        for _ in 0..<rounds {
+            try m.markVolatile(byteRange(pg, pg + 1))
+            sched_yield()
+            let r = try m.markNonVolatile(byteRange(pg, pg + 1))
+            let seen = look(m, pg, tag)
+            if r.wasPurged {
+                lost += 1
+                if seen != "zero" { violations += 1 }
+                fill(m, pg, tag)
+            } else if seen != "tag" {
+                violations += 1
+            }
         }
+        return "ok violations=\(violations) lost=\(lost)"
+    case "purgeloop":  // purgeloop ROUNDS: purges the whole file again and again
+        var total = 0
+        for _ in 0..<n[0] { total += try theFile().purgeAll() / pageSize(); sched_yield() }
+        return "ok \(total)"
+    case "jitter":  // yield at every hook point (widens every race window)
+        #if DEBUG
+        try theFile().testHook.withLock { $0 = { _ in sched_yield() } }
         return "ok"
         #else
         return "err hooks need a debug build"

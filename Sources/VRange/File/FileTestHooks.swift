@@ -1,6 +1,7 @@
 // Test-only interleaving hooks of the files layer, compiled only in debug
-// builds: a test (or the test peer process) installs a closure that is
-// called at each named point and may block there, yield, or record.
+// builds: a test (or the test peer process) installs a closure on one
+// VolatileFile object (`testHook`), called at each named point of that
+// object's operations; it may block there, yield, or record.
 
 /// Points of the purge and pin protocols where a test may intervene.
 enum FileHookPoint: Sendable, Equatable {
@@ -16,15 +17,11 @@ enum FileHookPoint: Sendable, Equatable {
     case published(Range<Int>)
 }
 
-#if DEBUG
-enum FileTestHooks {
-    nonisolated(unsafe) static var hook: (@Sendable (FileHookPoint) -> Void)?
-}
-#endif
-
-@inline(__always)
-func fileHook(_ point: @autoclosure () -> FileHookPoint) {
-    #if DEBUG
-    if let h = FileTestHooks.hook { h(point()) }
-    #endif
+extension VolatileFile {
+    @inline(__always)
+    func hook(_ point: @autoclosure () -> FileHookPoint) {
+        #if DEBUG
+        if let h = testHook.withLock({ $0 }) { h(point()) }
+        #endif
+    }
 }

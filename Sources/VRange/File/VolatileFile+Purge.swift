@@ -67,7 +67,7 @@ extension VolatileFile {
             if candidates == 0 { continue }
             let locked = lock(word: w, present: candidates)
             if locked == 0 { continue }
-            fileHook(.purgeLocked(word: w))
+            hook(.purgeLocked(word: w))
             let keep = locked & sidecar.purgeable(word: w)
             if keep != locked { unlock(word: w, locked & ~keep) }
             VolatilityMap.forEachRun(in: keep, word: w) { first, count in
@@ -83,7 +83,7 @@ extension VolatileFile {
     /// Records the intent, then completes `run` (all locked by this purge).
     private func punch(_ run: Range<Int>) -> Int {
         sidecar.control.beginPunching(run)
-        fileHook(.purgeBeforePunch(run))
+        hook(.purgeBeforePunch(run))
         let n = complete(run)
         sidecar.control.endPunching()
         sidecar.control.countPurge()
@@ -105,7 +105,7 @@ extension VolatileFile {
                 return
             }
             notePurge(sub)
-            fileHook(.purgeAfterPunch(sub))
+            hook(.purgeAfterPunch(sub))
             sidecar.content.release(sub, to: .purged)
             done += sub.count
         }

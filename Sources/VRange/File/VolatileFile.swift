@@ -40,6 +40,10 @@ public final class VolatileFile: @unchecked Sendable {
     let punchFailureCount = Atomic<Int>(0)
     let mappings = Mutex<[ObjectIdentifier: WeakMapping]>([:])
     private let sidecarLength: Int
+    #if DEBUG
+    /// Test-only interleaving hook (debug builds): see FileTestHooks.swift.
+    let testHook = Mutex<(@Sendable (FileHookPoint) -> Void)?>(nil)
+    #endif
 
     var layout: SidecarLayout { sidecar.layout }
     var pageCount: Int { sidecar.layout.pageCount }
@@ -231,7 +235,7 @@ public final class VolatileFile: @unchecked Sendable {
             VolatilityMap.forEachRun(in: lost, word: w) { coalescer.add($0, $1) { lostRuns.append($0) } }
         }
         coalescer.flush { lostRuns.append($0) }
-        fileHook(.published(pages))
+        hook(.published(pages))
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         if isHugePageBacked { populatePurged(pages) }
         var purged: [Range<Int>] = []
