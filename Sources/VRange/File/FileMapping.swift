@@ -213,31 +213,7 @@ public final class FileMapping: @unchecked Sendable {
     public func markNonVolatile(offset: Int, length: Int) throws(VRangeError) -> NonVolatileResult {
         try checkUsable()
         let p = try filePages(offset: offset, length: length)
-        let w = p.lowerBound / VolatilityMap.pagesPerWord
-        if (p.upperBound - 1) / VolatilityMap.pagesPerWord == w {
-            // One word: publish the pin, then read the page states (both
-            // sequentially consistent: the purger locks, then reads pins).
-            let m = VolatilityMap.lowMask(word: w, pages: p)
-            let lost = marks.settle(word: w, mask: m, pin: true)
-            let content = file.sidecar.content.words[w].load(ordering: .sequentiallyConsistent)
-            if lost == 0 && (content >> 1) & m == 0 {
-                return NonVolatileResult(intact: offset..<(offset + length))
-            }
-            if lost != 0 { return finishPin(p, lost: lost, word: w, offset: offset, length: length) }
-        }
-        return file.settle(p, party: marks, pin: true, firstPage: pages.lowerBound, range: offset..<(offset + length))
-    }
-
-    /// The rest of a one-word pin that found a purge notice: the notice was
-    /// consumed by the pin already, so it is merged into the result here.
-    private func finishPin(_ p: Range<Int>, lost: UInt64, word w: Int, offset: Int, length: Int) -> NonVolatileResult {
-        let rest = file.settle(p, party: marks, pin: true, firstPage: pages.lowerBound, range: offset..<(offset + length))
-        var runs: [Range<Int>] = []
-        VolatilityMap.forEachRun(in: lost, word: w) { runs.append(($0 - pages.lowerBound)..<($0 - pages.lowerBound + $1)) }
-        let merged = VolatileRegion.union(runs, rest.purgedRanges.map {
-            ($0.lowerBound >> geometry.pageShift)..<($0.upperBound >> geometry.pageShift)
-        })
-        return NonVolatileResult(range: offset..<(offset + length), purgedRanges: merged.map { geometry.bytes($0) })
+        return file.unmark(p, party: marks, pin: true, firstPage: pages.lowerBound, range: offset..<(offset + length))
     }
 
     // MARK: - Status

@@ -204,6 +204,11 @@ public final class VolatileFile: @unchecked Sendable {
         try checkOpen()
         let pages = try geometry.pages(range)
         stampRecency()
+        let w = pages.lowerBound / VolatilityMap.pagesPerWord
+        if (pages.upperBound - 1) / VolatilityMap.pagesPerWord == w {
+            sidecar.fileMarks.vote(word: w, mask: VolatilityMap.lowMask(word: w, pages: pages))
+            return
+        }
         for w in VolatilityMap.wordsCovering(pages) {
             sidecar.fileMarks.vote(word: w, mask: VolatilityMap.lowMask(word: w, pages: pages))
         }
@@ -220,7 +225,32 @@ public final class VolatileFile: @unchecked Sendable {
     public func markNonVolatile(_ range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
         try checkOpen()
         let pages = try geometry.pages(range)
-        return settle(pages, party: sidecar.fileMarks, pin: false, firstPage: 0, range: range)
+        return unmark(pages, party: sidecar.fileMarks, pin: false, firstPage: 0, range: range)
+    }
+
+    /// A non-volatile mark (file-level, or a mapper's pin) with the fast
+    /// path of a range within one map word: publish the marks, then one
+    /// sequentially consistent load of the page states (the purger locks,
+    /// then reads the marks: one of the two sees the other).
+    @inline(__always)
+    func unmark(_ pages: Range<Int>, party: PartyMap, pin: Bool, firstPage: Int, range: Range<Int>) -> NonVolatileResult {
+        let w = pages.lowerBound / VolatilityMap.pagesPerWord
+        guard (pages.upperBound - 1) / VolatilityMap.pagesPerWord == w else {
+            return settle(pages, party: party, pin: pin, firstPage: firstPage, range: range)
+        }
+        let m = VolatilityMap.lowMask(word: w, pages: pages)
+        let lost = party.settle(word: w, mask: m, pin: pin)
+        let content = sidecar.content.words[w].load(ordering: .sequentiallyConsistent)
+        if lost == 0 && (content >> 1) & m == 0 { return NonVolatileResult(intact: range) }
+        // The marks are published (and the notices consumed): settle the pages.
+        let rest = settle(pages, party: party, pin: pin, firstPage: firstPage, range: range)
+        if lost == 0 { return rest }
+        var runs: [Range<Int>] = []
+        VolatilityMap.forEachRun(in: lost, word: w) { runs.append(($0 - firstPage)..<($0 - firstPage + $1)) }
+        let merged = VolatileRegion.union(runs, rest.purgedRanges.map {
+            ($0.lowerBound >> geometry.pageShift)..<($0.upperBound >> geometry.pageShift)
+        })
+        return NonVolatileResult(range: range, purgedRanges: merged.map { geometry.bytes($0) })
     }
 
     /// The party's half of the pin/purge handshake, and the repopulation of
