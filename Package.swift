@@ -32,6 +32,12 @@ let package = Package(
             name: "VRangeCrashProbe",
             dependencies: ["VRange"]
         ),
+        // A separate process for the shared-file tests: they spawn it and
+        // drive it over a socket (real processes, not threads).
+        .executableTarget(
+            name: "VRangeTestPeer",
+            dependencies: ["VRange", "CVRange"]
+        ),
         .testTarget(
             name: "VRangeTests",
             dependencies: ["VRange", "CVRange"]

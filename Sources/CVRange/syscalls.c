@@ -97,7 +97,12 @@ int vr_reblock_fault_signals(int were_blocked) {
 
 // Used by the fault handler and the at-fork child handler too, so it only
 // makes raw syscalls and reports through its return value.
-int vr_uffd_open(int *fd_out) {
+// Shared memfd (and hugetlbfs) mappings are registered too (shared volatile
+// files): ask for UFFD_FEATURE_MISSING_SHMEM / _HUGETLBFS where the kernel
+// knows them (4.11); a kernel that refuses the request (EINVAL, and a failed
+// UFFDIO_API may not be retried on the same descriptor) gets a new
+// descriptor asking for UFFD_FEATURE_SIGBUS alone.
+static long uffd_new(void) {
   int flags = O_CLOEXEC | O_NONBLOCK;
   // Try plain first (root, or vm.unprivileged_userfaultfd=1), then
   // user-mode-only, which unprivileged processes may always use and which
@@ -105,12 +110,28 @@ int vr_uffd_open(int *fd_out) {
   long fd = syscall(SYS_userfaultfd, flags);
   if (fd < 0 && (errno == EPERM || errno == EINVAL))
     fd = syscall(SYS_userfaultfd, flags | UFFD_USER_MODE_ONLY);
+  return fd;
+}
+
+int vr_uffd_open(int *fd_out) {
+  long fd = uffd_new();
   if (fd < 0) return errno;
-  struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_SIGBUS};
+  struct uffdio_api api = {
+      .api = UFFD_API,
+      .features = UFFD_FEATURE_SIGBUS | UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MISSING_HUGETLBFS,
+  };
   if (ioctl((int)fd, UFFDIO_API, &api) != 0) {
     int e = errno;
     close((int)fd);
-    return e;
+    if (e != EINVAL) return e;
+    fd = uffd_new();
+    if (fd < 0) return errno;
+    api = (struct uffdio_api){.api = UFFD_API, .features = UFFD_FEATURE_SIGBUS};
+    if (ioctl((int)fd, UFFDIO_API, &api) != 0) {
+      e = errno;
+      close((int)fd);
+      return e;
+    }
   }
   if (!(api.features & UFFD_FEATURE_SIGBUS)) {
     close((int)fd);

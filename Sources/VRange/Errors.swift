@@ -44,6 +44,19 @@ public enum VRangeError: Error, Equatable, Hashable, Sendable {
     case tooManyRegions(limit: Int)
     /// A system call failed.
     case system(SystemError)
+    /// A data/sidecar pair offered to `VolatileFile` for adoption is not a
+    /// valid shared volatile file; nothing was mapped or changed.
+    case invalidSharedFile(SharedFileProblem)
+    /// Every mapper slot of the shared file is taken by a live mapping (the
+    /// file was created with `maxMappers: limit`).
+    case tooManyMappers(limit: Int)
+    /// The host cannot back the file with huge pages (none reserved, or the
+    /// pool is too small); the string says what was found.
+    case hugePagesUnavailable(String)
+    /// The object was inherited across `fork()`: it belongs to the parent
+    /// (a mapping's votes and pins are the parent's). Make a new mapping in
+    /// the child.
+    case inheritedAcrossFork
 }
 
 #if canImport(Glibc)

@@ -47,11 +47,7 @@ func purgeRows(_ c: Config, _ region: VolatileRegion) throws -> [Row] {
     rows.append(Row("same, against MADV_DONTNEED in one call (reference)",
                     vrange: p[0], fmtBulk(p[0], bytes: size),
                     baseline: p[2], "MADV_DONTNEED, one call: \(fmtBulk(p[2], bytes: size))", goal: .report))
-    rows.append(.notYet("purge \(c.bigLabel) of a memfd (VolatileFile)",
-                        baseline: memfdError == 0
-                            ? "punch-hole per 64 MiB: \(fmtBulk(p[3], bytes: size))"
-                            : "memfd unavailable (errno \(memfdError))",
-                        goal: "≥ 0.9× the throughput"))
+    rows.append(try filePurgeRow(c))  // row 8: Files.swift
 
     // MARK: repopulate
     var uffd: Int32 = -1

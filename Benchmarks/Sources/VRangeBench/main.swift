@@ -5,7 +5,7 @@
 //
 // --short (or VRANGE_BENCH_SHORT=1): 64 MiB instead of 1 GiB and few rounds,
 // for CI; its figures only show that the benchmark still runs. --only runs
-// some sections (marks, purge, access, alloc, threads, metadata).
+// some sections (marks, purge, access, alloc, threads, metadata, files).
 // VRANGE_BENCH_SAMPLES=1 prints every round's figure on standard error.
 import CBench
 import VRange
@@ -14,7 +14,7 @@ import Glibc
 #endif
 
 /// Sections that can be run alone with `--only NAME[,NAME...]`.
-let sectionNames = ["marks", "purge", "access", "alloc", "threads", "metadata"]
+let sectionNames = ["marks", "purge", "access", "alloc", "threads", "metadata", "files"]
 var short = (getenv("VRANGE_BENCH_SHORT").map { String(cString: $0) } ?? "") == "1"
 var only = Set(sectionNames)
 var args = CommandLine.arguments.dropFirst()
@@ -83,6 +83,10 @@ do {
     if only.contains("metadata") {
         step("metadata")
         rows += try metadataRows(config)
+    }
+    if only.contains("files") {
+        step("shared files")
+        rows += try fileMarkRows(config) + [try fileContentionRow(config)] + fileMetadataRows(config)
     }
     let seconds = Double(now() - started) / 1e9
     let otherLoad = CPUClock.otherLoad(since: cpuAtStart, seconds: seconds)

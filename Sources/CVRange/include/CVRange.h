@@ -100,6 +100,11 @@ enum {
   /// reclaimed by the kernel. Without it a missing volatile page was never
   /// populated (filled lazily) and is intact.
   VR_REGION_KERNEL_DRIVEN = 1,
+  /// A mapping of a shared file: its page states live in a sidecar shared
+  /// with other processes, whose own recovery (intent records) resolves a
+  /// purge that a dead process left half done. The at-fork child handler
+  /// leaves its locked pages alone (they may be another process's).
+  VR_REGION_SHARED = 2,
 };
 
 /// Page states as stored in the volatility map: two bits per page, 32 pages
@@ -288,4 +293,9 @@ void vr_test_fail_fork_reregistration(int count);
 #ifdef __cplusplus
 }
 #endif
+
+// MARK: - Shared volatile files (issue 7; added by the files branch)
+// Declarations of the files layer live in their own header.
+#include "vr_files.h"
+
 #endif

@@ -13,20 +13,26 @@ extension Kernel {
             var base: UnsafeMutableRawPointer
             var length: Int
             var pageSize: Int
-            var map: VolatilityMap
+            /// The page-state words and discard generations of the region's
+            /// first page (a volatility map's, from that page's word on).
+            var words: UnsafeMutablePointer<UInt64>
+            var generations: UnsafeMutablePointer<UInt32>
             var coverageLost: UnsafeMutablePointer<UInt64>
             /// One bit per chunk registered with the userfaultfd.
             var chunks: UnsafeMutablePointer<UInt64>
             var chunkPages: Int
             var mechanism: Mechanism
             var kernelDriven: Bool
+            /// A mapping of a shared file: its page states live in a sidecar
+            /// that other processes change too.
+            var shared: Bool = false
 
             var info: vr_region_info {
                 vr_region_info(
-                    base: base, length: length, page_size: pageSize, map: map.rawWords,
-                    generations: map.rawGenerations, coverage_lost: coverageLost,
+                    base: base, length: length, page_size: pageSize, map: words,
+                    generations: generations, coverage_lost: coverageLost,
                     chunks: chunks, chunk_pages: chunkPages, mechanism: mechanism.rawValue,
-                    flags: kernelDriven ? Int32(VR_REGION_KERNEL_DRIVEN) : 0)
+                    flags: (kernelDriven ? Int32(VR_REGION_KERNEL_DRIVEN) : 0) | (shared ? Int32(VR_REGION_SHARED) : 0))
             }
 
             /// Pages per chunk of userfaultfd registration: 64 MiB of 4 KiB

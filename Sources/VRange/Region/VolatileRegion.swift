@@ -131,7 +131,7 @@ public final class VolatileRegion: @unchecked Sendable {
         }
 
         var region = Kernel.FaultTable.Region(
-            base: base, length: size, pageSize: pageSize, map: map,
+            base: base, length: size, pageSize: pageSize, words: map.rawWords, generations: map.rawGenerations,
             coverageLost: (metadata + mapBytes).assumingMemoryBound(to: UInt64.self),
             chunks: (metadata + mapBytes + 8).assumingMemoryBound(to: UInt64.self),
             chunkPages: Kernel.FaultTable.Region.chunkPages,

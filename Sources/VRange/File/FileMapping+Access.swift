@@ -1,0 +1,74 @@
+// Optimistic access to a file mapping: read volatile pages without pinning
+// them, and get "purged" as a value instead of SIGBUS.
+import Synchronization
+
+extension FileMapping {
+    /// Runs `body` over `range` without pinning it. A purged page touched
+    /// inside `body` reads as zeros instead of raising SIGBUS, and the access
+    /// is reported `.purged`; afterwards the page is punched out again (it
+    /// was filled with zeros so that `body` could go on, for every process,
+    /// until then). `body` is not run when a page is already purged, or
+    /// when this mapper lost one (purged since it voted).
+    ///
+    /// - Returns: `.intact(value)` when no page of `range` was purged (or
+    ///   lost by this mapper) before or during the access, else `.purged`.
+    /// - Throws: a range error, `.closed`, `.inheritedAcrossFork`,
+    ///   `.accessNestingTooDeep`, or `.system` when the purge lock cannot be
+    ///   taken to punch a page out again.
+    public func withVolatileAccess<Value>(
+        _ range: Range<Int>, _ body: (UnsafeRawBufferPointer) -> Value
+    ) throws(VRangeError) -> VolatileAccess<Value> {
+        try checkUsable()
+        let rel = try geometry.pages(range)
+        let p = (rel.lowerBound + pages.lowerBound)..<(rel.upperBound + pages.lowerBound)
+        let content = file.sidecar.content
+        // Generations before the states, states before the generations
+        // after the body (see VolatilityMap: discard generations).
+        let generation = content.generationSum(p)
+        if content.anyDiscarded(in: p) || (!isPrivate && marks.anyLost(in: p)) { return .purged }
+        let start = UnsafeRawPointer(baseAddress + range.lowerBound)
+        guard Kernel.FaultTable.beginScope(slot: handlerSlot, base: start, length: range.count) else {
+            throw .accessNestingTooDeep
+        }
+        let value = Kernel.withFaultSignalsUnblocked {
+            body(UnsafeRawBufferPointer(start: start, count: range.count))
+        }
+        let faults = Kernel.FaultTable.endScope()
+        if faults.count > 0 { try punchAgain(faults, in: p) }
+        if faults.count > 0 { return .purged }
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if content.anyDiscarded(in: p) || (!isPrivate && marks.anyLost(in: p))
+            || content.generationSum(p) != generation { return .purged }
+        return .intact(value)
+    }
+
+    /// Pages that faulted inside an access were filled (zeros) so the body
+    /// could go on: punch those still marked purged out of the file again,
+    /// under the purge lock (a page repopulated meanwhile by a pin is left
+    /// alone: it is no longer purged).
+    private func punchAgain(_ faults: Kernel.FaultTable.ScopeFaults, in p: Range<Int>) throws(VRangeError) {
+        var targets: [Range<Int>] = []
+        if faults.overflow {
+            targets = [p]
+        } else {
+            faults.forEachPage { address in
+                let page = (Int(bitPattern: address) - Int(bitPattern: mappedBase)) / file.pageSize + alignedFirstPage
+                targets.append(page..<(page + 1))
+            }
+        }
+        try file.withPurgeLock {
+            for t in targets {
+                for w in VolatilityMap.wordsCovering(t) {
+                    let locked = file.lock(word: w, purged: VolatilityMap.lowMask(word: w, pages: t))
+                    VolatilityMap.forEachRun(in: locked, word: w) { first, count in
+                        let run = first..<(first + count)
+                        file.sidecar.control.beginLocking(run, pid: Kernel.processID)
+                        file.sidecar.control.beginPunching(run)
+                        _ = file.complete(run)
+                        file.sidecar.control.end()
+                    }
+                }
+            }
+        }
+    }
+}

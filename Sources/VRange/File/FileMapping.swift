@@ -1,0 +1,310 @@
+// FileMapping: one process's mapping of a VolatileFile, and its marks as a
+// mapper (DESIGN.md §1c): markVolatile votes, markNonVolatile pins. Each
+// mapping owns a mapper slot in the sidecar; its votes and pins are
+// withdrawn when it closes or its process dies.
+import CVRange
+import Synchronization
+
+/// A mapping of (a range of) a `VolatileFile` in this process.
+///
+/// A shared mapping is a *mapper*: `markVolatile` is its vote that the
+/// pages may be purged, `markNonVolatile` its pin, which wins over every
+/// other mark. A page is purged only if no mapper pins it, no private
+/// mapping covers it, and the file marked it volatile or every shared
+/// mapper of it voted. Touching a purged page raises SIGBUS (userfaultfd:
+/// in every process; mprotect fallback: see `faultMechanism`).
+///
+/// A private mapping (`Options(privateMapping: true)`) neither votes nor
+/// pins: while it exists, none of its pages is purged (a purge would change
+/// what it reads).
+///
+/// Ranges are byte offsets within the mapping. Thread-safe, except
+/// `close()`, which must not race with other calls on this mapping.
+public final class FileMapping: @unchecked Sendable {
+    /// The file (kept open while the mapping exists).
+    public let file: VolatileFile
+    /// The bytes of the file this mapping shows.
+    public let fileRange: Range<Int>
+    /// The mapping's size in bytes.
+    public var size: Int { fileRange.count }
+    /// The file's page size: the unit of every range.
+    public var pageSize: Int { file.pageSize }
+    /// The first byte of the mapping (file offset `fileRange.lowerBound`).
+    public let baseAddress: UnsafeMutableRawPointer
+    /// MAP_PRIVATE (a copy-on-write view that blocks purging of its pages).
+    public let isPrivate: Bool
+    /// How a touch of a purged page raises SIGBUS here. `.userfaultfd`: in
+    /// this mapping whichever process purged the page. `.mprotect` (where
+    /// userfaultfd is unavailable, and always for private mappings): for
+    /// pages purged before the mapping was made or by this process; a page
+    /// another process purges later reads as zeros here (and is refilled),
+    /// while every mark still reports it exactly.
+    public let faultMechanism: FaultMechanism
+
+    /// The whole mapping as bytes. Valid until `close()`.
+    public var bytes: UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: baseAddress, count: size)
+    }
+
+    let pages: Range<Int>
+    let geometry: PageGeometry
+    let slot: Int
+    let marks: PartyMap
+    let mappedBase: UnsafeMutableRawPointer
+    let mappedLength: Int
+    let alignedFirstPage: Int
+    let handlerSlot: Int32
+    /// What the handler's region entry points at and this mapping owns: the
+    /// count of pages that lost SIGBUS coverage, and a one-word chunk bitmap
+    /// (the whole mapping is one chunk, registered at once).
+    let handlerMetadata: UnsafeMutablePointer<UInt64>
+    let forkGeneration: UInt64
+    private let closedFlag = Atomic<Bool>(false)
+
+    init(file: VolatileFile, range: Range<Int>, options: Options) throws(VRangeError) {
+        let pages = try file.geometry.pages(range)
+        let kind: SlotKind = options.privateMapping ? .privateMapping : .shared
+        let slot = try file.claimSlot(kind: kind, pages: pages)
+        var cleanup: [() -> Void] = [{ file.releaseSlot(slot) }]
+        func fail(_ e: VRangeError) -> VRangeError {
+            for undo in cleanup.reversed() { undo() }
+            return e
+        }
+        // Map from a multiple of 32 pages, so that the fault handler indexes
+        // the content map from a whole word.
+        let aligned = pages.lowerBound - pages.lowerBound % VolatilityMap.pagesPerWord
+        let length = (pages.upperBound - aligned) * file.pageSize
+        let mapped: UnsafeMutableRawPointer
+        do {
+            mapped = try Kernel.mapFile(fd: file.descriptors.data, length: length, offset: aligned * file.pageSize,
+                                        privateMapping: options.privateMapping, noReserve: file.isHugePageBacked)
+        } catch { throw fail(.system(error)) }
+        cleanup.append { try? Kernel.unmap(mapped, length: length) }
+
+        var mechanism = FaultMechanism.mprotect
+        if !options.privateMapping && options.faultMechanism != .mprotect {
+            do {
+                try Kernel.UserFault.register(mapped, length: length)
+                mechanism = .userfaultfd
+            } catch {
+                if options.faultMechanism == .userfaultfd {
+                    throw fail(.unsupported("userfaultfd cannot register a shared memfd mapping here: \(error)"))
+                }
+            }
+        } else if options.privateMapping && options.faultMechanism == .userfaultfd {
+            throw fail(.unsupported("private mappings use the mprotect mechanism (a userfaultfd zero page would hide the file's later contents)"))
+        }
+        let handlerSlot: Int32
+        let metadata = UnsafeMutablePointer<UInt64>.allocate(capacity: 2)
+        metadata.initialize(repeating: 0, count: 2)
+        cleanup.append { metadata.deallocate() }
+        do {
+            handlerSlot = try Self.registerWithHandler(
+                base: mapped, length: length, pageSize: file.pageSize, sidecar: file.sidecar,
+                firstWord: aligned / VolatilityMap.pagesPerWord, mechanism: mechanism, metadata: metadata)
+        } catch { throw fail(error) }
+        cleanup.append { Kernel.FaultTable.unregister(slot: handlerSlot) }
+
+        self.file = file
+        self.fileRange = range
+        self.baseAddress = mapped + (pages.lowerBound - aligned) * file.pageSize
+        self.isPrivate = options.privateMapping
+        self.faultMechanism = mechanism
+        self.pages = pages
+        self.geometry = PageGeometry(size: range.count, pageSize: file.pageSize)
+        self.slot = slot
+        self.marks = file.sidecar.marks(ofSlot: slot)
+        self.mappedBase = mapped
+        self.mappedLength = length
+        self.alignedFirstPage = aligned
+        self.handlerSlot = handlerSlot
+        self.handlerMetadata = metadata
+        self.forkGeneration = vr_fork_generation()
+
+        if mechanism == .mprotect {
+            file.mappings.withLock { $0[ObjectIdentifier(self)] = WeakMapping(mapping: self) }
+            // A purge in flight ends before the pages are looked at (a private
+            // mapping is live already: later purges leave its pages alone).
+            var wait = LockWait()
+            while file.sidecar.content.census(pages).locked > 0 { file.waitForLockedPage(&wait) }
+            file.sidecar.content.forEachRun(of: .purged, in: pages) { protect($0, accessible: false) }
+        }
+    }
+
+    /// The one place a file mapping is published to the fault handler.
+    /// `firstWord` is the content-map word of the mapping's first page: the
+    /// handler reads the sidecar's page states (and bumps its discard
+    /// generations) from there. The mapping is registered with the
+    /// userfaultfd whole, by the caller: one chunk, marked registered, so
+    /// that a fork child or a lost descriptor registers it again.
+    static func registerWithHandler(
+        base: UnsafeMutableRawPointer, length: Int, pageSize: Int, sidecar: Sidecar,
+        firstWord: Int, mechanism: FaultMechanism, metadata: UnsafeMutablePointer<UInt64>
+    ) throws(VRangeError) -> Int32 {
+        let pageCount = length / pageSize
+        metadata[1] = mechanism == .userfaultfd ? 1 : 0
+        let region = Kernel.FaultTable.Region(
+            base: base, length: length, pageSize: pageSize,
+            words: sidecar.content.rawWords + firstWord, generations: sidecar.content.rawGenerations + firstWord,
+            coverageLost: metadata, chunks: metadata + 1, chunkPages: max(pageCount, 1),
+            mechanism: mechanism == .userfaultfd ? .userfaultfd : .mprotect, kernelDriven: false, shared: true)
+        do { return try Kernel.FaultTable.register(region) } catch {
+            throw error.errno == ENOSPC ? .tooManyRegions(limit: VolatileRegion.maxRegions) : .system(error)
+        }
+    }
+
+    deinit { close() }
+
+    /// Unmaps and withdraws this mapping's votes and pins (its slot is
+    /// freed). Idempotent. In a fork child, an inherited mapping is only
+    /// unmapped: its slot is the parent's.
+    public func close() {
+        guard !closedFlag.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        Kernel.FaultTable.unregister(slot: handlerSlot)
+        try? Kernel.unmap(mappedBase, length: mappedLength)
+        handlerMetadata.deallocate()
+        guard vr_fork_generation() == forkGeneration else { return }
+        file.mappings.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }
+        file.releaseSlot(slot)
+    }
+
+    /// Whether `close()` was called.
+    public var isClosed: Bool { closedFlag.load(ordering: .relaxed) }
+
+    @inline(__always)
+    func checkUsable() throws(VRangeError) {
+        if closedFlag.load(ordering: .relaxed) || file.isClosed { throw .closed }
+        if vr_fork_generation() != forkGeneration { throw .inheritedAcrossFork }
+    }
+
+    @inline(__always)
+    func filePages(offset: Int, length: Int) throws(VRangeError) -> Range<Int> {
+        let rel = try geometry.pages(offset: offset, length: length)
+        if isPrivate { throw .unsupported("a private mapping neither votes nor pins") }
+        return (rel.lowerBound + pages.lowerBound)..<(rel.upperBound + pages.lowerBound)
+    }
+
+    // MARK: - Votes and pins
+
+    /// Votes `range` volatile: as far as this mapper is concerned its pages
+    /// may be purged (they are, once every shared mapper of them voted, or
+    /// the file marked them volatile, and nobody pins them). Replaces this
+    /// mapper's pin. No syscall.
+    ///
+    /// - Throws: a range error, `.closed`, `.inheritedAcrossFork`, or
+    ///   `.unsupported` on a private mapping; nothing changes then.
+    public func markVolatile(_ range: Range<Int>) throws(VRangeError) {
+        try markVolatile(offset: range.lowerBound, length: range.count)
+    }
+
+    /// Votes `[offset, offset + length)` volatile. See `markVolatile(_:)`.
+    public func markVolatile(offset: Int, length: Int) throws(VRangeError) {
+        try checkUsable()
+        let p = try filePages(offset: offset, length: length)
+        file.stampRecency()
+        let w = p.lowerBound / VolatilityMap.pagesPerWord
+        if (p.upperBound - 1) / VolatilityMap.pagesPerWord == w {
+            marks.vote(word: w, mask: VolatilityMap.lowMask(word: w, pages: p))
+            return
+        }
+        for w in VolatilityMap.wordsCovering(p) { marks.vote(word: w, mask: VolatilityMap.lowMask(word: w, pages: p)) }
+    }
+
+    /// Pins `range`: none of its pages is purged from now on until this
+    /// mapper votes it volatile again (or closes, or dies), whatever the
+    /// file and the other mappers say. Waits for a purge in flight.
+    ///
+    /// - Returns: the exact ranges this mapper lost: purged while it had
+    ///   them voted, or purged and not yet repopulated. They are zero now.
+    /// - Throws: a range error, `.closed`, `.inheritedAcrossFork`, or
+    ///   `.unsupported` on a private mapping; nothing changes then.
+    @discardableResult
+    public func markNonVolatile(_ range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
+        try markNonVolatile(offset: range.lowerBound, length: range.count)
+    }
+
+    /// Pins `[offset, offset + length)`. See `markNonVolatile(_:)`.
+    @discardableResult
+    public func markNonVolatile(offset: Int, length: Int) throws(VRangeError) -> NonVolatileResult {
+        try checkUsable()
+        let p = try filePages(offset: offset, length: length)
+        return file.unmark(p, party: marks, pin: true, firstPage: pages.lowerBound, range: offset..<(offset + length))
+    }
+
+    // MARK: - Status
+
+    /// This mapper's view of `range`: bytes it has voted volatile (present),
+    /// bytes it pins, and bytes it lost (purged since it voted them, or
+    /// purged and not repopulated).
+    public func status(_ range: Range<Int>? = nil) throws(VRangeError) -> MappingStatus {
+        try checkUsable()
+        let range = range ?? 0..<size
+        let rel = try geometry.pages(range)
+        let p = (rel.lowerBound + pages.lowerBound)..<(rel.upperBound + pages.lowerBound)
+        let c = marks.census(p)
+        var lostOrPurged = 0
+        for w in VolatilityMap.wordsCovering(p) {
+            let m = VolatilityMap.lowMask(word: w, pages: p)
+            let purged = (file.sidecar.content.words[w].load(ordering: .acquiring) >> 1) & VolatilityMap.lowBits
+            lostOrPurged += ((PartyMap.lost(marks.words[w].load(ordering: .acquiring)) | purged) & m).nonzeroBitCount
+        }
+        return MappingStatus(bytes: range.count, votedBytes: (c.voted - c.lost) << geometry.pageShift,
+                             pinnedBytes: c.pinned << geometry.pageShift,
+                             lostBytes: lostOrPurged << geometry.pageShift)
+    }
+
+    /// Makes the pages of file run `run` (where this mapping shows them)
+    /// inaccessible or accessible again (mprotect mechanism only).
+    func protect(_ run: Range<Int>, accessible: Bool) {
+        let r = run.clamped(to: pages)
+        if r.isEmpty { return }
+        let start = mappedBase + (r.lowerBound - alignedFirstPage) * file.pageSize
+        try? Kernel.protect(start, length: r.count * file.pageSize, accessible ? .readWrite : .none)
+    }
+}
+
+extension FileMapping {
+    /// How a mapping is made.
+    public struct Options: Sendable, Equatable {
+        /// MAP_PRIVATE: a copy-on-write view that neither votes nor pins,
+        /// and keeps every page it covers from being purged while it exists.
+        public var privateMapping: Bool
+        /// How touching a purged page raises SIGBUS (shared mappings).
+        public var faultMechanism: FaultMechanism
+
+        public init(privateMapping: Bool = false, faultMechanism: FaultMechanism = .automatic) {
+            self.privateMapping = privateMapping
+            self.faultMechanism = faultMechanism
+        }
+    }
+}
+
+/// A mapper's view of its pages.
+public struct MappingStatus: Sendable, Equatable {
+    public let bytes: Int
+    /// Bytes this mapper voted volatile that it has not lost.
+    public let votedBytes: Int
+    /// Bytes this mapper pins.
+    public let pinnedBytes: Int
+    /// Bytes purged since this mapper voted them, or purged and not yet
+    /// repopulated: a pin reports them.
+    public let lostBytes: Int
+}
+
+extension VolatileFile {
+    /// Maps `range` of the file (default: all of it) into this process.
+    ///
+    /// - Throws: a range error, `.closed`, `.tooManyMappers` when every
+    ///   mapper slot is live, `.unsupported` when `options` asks for
+    ///   userfaultfd and the kernel refuses it, `.system` when mmap fails.
+    public func map(_ range: Range<Int>? = nil, options: FileMapping.Options = .init()) throws(VRangeError) -> FileMapping {
+        try checkOpen()
+        return try FileMapping(file: self, range: range ?? 0..<size, options: options)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif

@@ -1,0 +1,66 @@
+// The purge control block of the sidecar (offset 128): the intent record of
+// the one purge in flight (purges of a file are serialized by an OFD lock),
+// written before any page is touched, so that whoever takes the purge lock
+// after a holder died finishes or undoes its work (hugetlb's
+// region_chg/region_add idea: prepare, then commit).
+//   0 phase: idle, locking (pages in [lockLo, lockHi) may be locked, none
+//     punched: roll back), punching (pages of [punchLo, punchHi) still
+//     locked may be punched: complete them; then roll back the rest)
+//   8 lockLo  16 lockHi  24 punchLo  32 punchHi  40 pid of the holder
+//   48 purges completed  56 recoveries made  64 high-water slot count
+import Synchronization
+
+enum PurgePhase: UInt64, Sendable {
+    case idle = 0, locking = 1, punching = 2
+}
+
+struct PurgeControl: @unchecked Sendable {
+    let base: UnsafeMutablePointer<Atomic<UInt64>>
+
+    init(memory: UnsafeMutableRawPointer) { base = memory.assumingMemoryBound(to: Atomic<UInt64>.self) }
+
+    var phase: PurgePhase { PurgePhase(rawValue: base[0].load(ordering: .sequentiallyConsistent)) ?? .locking }
+    var lockRange: (Int, Int) {
+        (Int(truncatingIfNeeded: base[1].load(ordering: .acquiring)), Int(truncatingIfNeeded: base[2].load(ordering: .acquiring)))
+    }
+    var punchRange: (Int, Int) {
+        (Int(truncatingIfNeeded: base[3].load(ordering: .acquiring)), Int(truncatingIfNeeded: base[4].load(ordering: .acquiring)))
+    }
+    var purges: UInt64 { base[6].load(ordering: .relaxed) }
+    var recoveries: UInt64 { base[7].load(ordering: .relaxed) }
+
+    /// Records that pages of `pages` are about to be locked.
+    func beginLocking(_ pages: Range<Int>, pid: Int32) {
+        base[5].store(UInt64(UInt32(bitPattern: pid)), ordering: .relaxed)
+        base[1].store(UInt64(pages.lowerBound), ordering: .relaxed)
+        base[2].store(UInt64(pages.upperBound), ordering: .relaxed)
+        base[0].store(PurgePhase.locking.rawValue, ordering: .sequentiallyConsistent)
+    }
+
+    /// Records that `run` (all locked by the holder) is about to be punched.
+    func beginPunching(_ run: Range<Int>) {
+        base[3].store(UInt64(run.lowerBound), ordering: .relaxed)
+        base[4].store(UInt64(run.upperBound), ordering: .relaxed)
+        base[0].store(PurgePhase.punching.rawValue, ordering: .sequentiallyConsistent)
+    }
+
+    /// The punch of the current run is complete (its pages released).
+    func endPunching() { base[0].store(PurgePhase.locking.rawValue, ordering: .sequentiallyConsistent) }
+
+    /// Nothing is in flight any more.
+    func end() { base[0].store(PurgePhase.idle.rawValue, ordering: .sequentiallyConsistent) }
+
+    func countPurge() { base[6].add(1, ordering: .relaxed) }
+    func countRecovery() { base[7].add(1, ordering: .relaxed) }
+
+    /// Slots at or above this were never claimed.
+    var highWater: Int { Int(truncatingIfNeeded: base[8].load(ordering: .sequentiallyConsistent)) }
+    func raiseHighWater(to n: Int) {
+        var cur = base[8].load(ordering: .relaxed)
+        while cur < UInt64(n) {
+            let (done, seen) = base[8].compareExchange(expected: cur, desired: UInt64(n), ordering: .sequentiallyConsistent)
+            if done { return }
+            cur = seen
+        }
+    }
+}

@@ -1,0 +1,402 @@
+// VolatileFile: fvrange on a shared memfd (DESIGN.md §1b). A data memfd plus
+// its sidecar memfd, both sealed against resizing. Creation, adoption,
+// file-level marks, status and closing; purging, mapper slots, sharing and
+// the purger protocol live in the extensions beside this file.
+import CVRange
+import Synchronization
+
+/// A memfd of re-creatable data that several processes share, with a
+/// sidecar holding its volatility state. Marks made through the file
+/// (`markVolatile`) are persistent: they stay until someone marks the pages
+/// non-volatile, whichever process made them and whether or not it is still
+/// running. Each process maps the file itself (`map()`); a mapping votes and
+/// pins (DESIGN.md §1c). A page is purged with `fallocate(PUNCH_HOLE)`,
+/// which drops it for every process at once.
+///
+/// Thread-safe, except `close()`, which must not race with other calls.
+/// Ranges are byte offsets in the file, aligned to `pageSize`.
+public final class VolatileFile: @unchecked Sendable {
+    /// The file's size in bytes (a whole number of pages).
+    public let size: Int
+    /// The unit of every range: the system page size, or the huge-page size.
+    public let pageSize: Int
+    /// Whether the data lives in huge pages (MFD_HUGETLB).
+    public let isHugePageBacked: Bool
+    /// How many mappings may exist at once, across all processes.
+    public let maxMappers: Int
+    /// The two descriptors (owned by this object until `close()`).
+    public let descriptors: SharedFileDescriptors
+
+    let sidecar: Sidecar
+    let geometry: PageGeometry
+    let state: Mutex<ProcessState>
+    /// Serializes this process's purges (the OFD lock serializes processes').
+    let purgeMutex = Mutex<Void>(())
+    /// Serializes this process's claims and reclaims of mapper slots.
+    let slotMutex = Mutex<Void>(())
+    let closedFlag = Atomic<Bool>(false)
+    let lastMarkedVolatile = Atomic<UInt64>(0)
+    let priorityRaw: Atomic<Int>
+    let punchFailureCount = Atomic<Int>(0)
+    let mappings = Mutex<[ObjectIdentifier: WeakMapping]>([:])
+    private let sidecarLength: Int
+    #if DEBUG
+    /// Test-only interleaving hook (debug builds): see FileTestHooks.swift.
+    let testHook = Mutex<(@Sendable (FileHookPoint) -> Void)?>(nil)
+    #endif
+
+    var layout: SidecarLayout { sidecar.layout }
+    var pageCount: Int { sidecar.layout.pageCount }
+
+    /// How many punch-holes failed (the pages stayed, and were reported
+    /// intact). Should stay 0.
+    public var punchFailures: Int { punchFailureCount.load(ordering: .relaxed) }
+
+    /// The file's class for a `Purger` (this process's view).
+    public var purgePriority: PurgePriority {
+        get { PurgePriority(rawValue: priorityRaw.load(ordering: .relaxed)) ?? .normal }
+        set { priorityRaw.store(newValue.rawValue, ordering: .relaxed) }
+    }
+
+    /// Creates a file of `byteCount` bytes (rounded up to whole pages), all
+    /// non-volatile and zero, with a sidecar for up to `options.maxMappers`
+    /// mappings at once.
+    ///
+    /// - Throws: `.invalidSize`; `.hugePagesUnavailable` when huge pages
+    ///   were asked for and the host has none (or too few) reserved;
+    ///   `.system` when a memfd cannot be made, sized or sealed
+    ///   (memfd_create, ftruncate, F_ADD_SEALS).
+    public convenience init(byteCount: Int, options: Options = Options()) throws(VRangeError) {
+        guard options.maxMappers >= 1, options.maxMappers <= SidecarLayout.maxSlots else {
+            throw .unsupported("maxMappers must be within 1...\(SidecarLayout.maxSlots)")
+        }
+        var opened: [Int32] = []
+        func fail(_ e: VRangeError) -> VRangeError {
+            for fd in opened { Kernel.close(fd: fd) }
+            return e
+        }
+        do {
+            let (data, _) = try Kernel.sealableMemfd(name: options.name, hugePages: options.hugePages)
+            opened.append(data)
+            let info = try Kernel.fileInfo(fd: data)
+            let pageSize = options.hugePages ? info.blockSize : Kernel.pageSize
+            let size: Int
+            do { size = try PageGeometry.roundedSize(byteCount, pageSize: pageSize) } catch { throw fail(error) }
+            guard size / pageSize <= SidecarLayout.maxPageCount,
+                  let layout = SidecarLayout(pageSize: pageSize, pageCount: size / pageSize, slotCount: options.maxMappers)
+            else { throw fail(.invalidSize(byteCount)) }
+            do { try Kernel.truncate(fd: data, length: size) } catch {
+                if options.hugePages { throw fail(.hugePagesUnavailable("ftruncate of a huge-page memfd failed: \(error)")) }
+                throw fail(.system(error))
+            }
+            if options.hugePages {
+                // Populate every page: a registered mapping must never find a
+                // non-volatile page missing (UFFDIO_ZEROPAGE cannot fill huge pages).
+                do { try Kernel.allocate(fd: data, offset: 0, length: size) } catch {
+                    throw fail(.hugePagesUnavailable(Self.hugePageReport(needed: size / pageSize, error: error)))
+                }
+            }
+            try Kernel.addSeals(fd: data, .fixedSize)
+            let (side, _) = try Kernel.sealableMemfd(name: options.name + ".vrange", hugePages: false)
+            opened.append(side)
+            try Kernel.truncate(fd: side, length: layout.totalSize)
+            let header = SidecarHeader(layout: layout, dataInode: info.inode, dataDevice: info.device,
+                                       hugePages: options.hugePages)
+            let encoded = UnsafeMutableRawBufferPointer.allocate(byteCount: SidecarLayout.headerBytes, alignment: 8)
+            defer { encoded.deallocate() }
+            encoded.copyBytes(from: header.encoded())
+            try Kernel.write(fd: side, UnsafeRawBufferPointer(encoded), at: 0)
+            try Kernel.addSeals(fd: side, .fixedSize)
+            try self.init(adopting: SharedFileDescriptors(data: data, sidecar: side), priority: options.purgePriority)
+        } catch let e as VRangeError {
+            throw fail(e)
+        } catch {
+            throw fail(.system(error as! SystemError))
+        }
+    }
+
+    /// Adopts a pair made by `VolatileFile(byteCount:)` in this or another
+    /// process (inherited, passed to a spawned child, or received over a
+    /// socket), after validating everything about it. On success this
+    /// object owns the descriptors; on failure they are left open and
+    /// untouched, and nothing was mapped.
+    ///
+    /// - Throws: `.invalidSharedFile` with what is wrong (bad descriptor, not
+    ///   a sealed memfd, wrong magic/version/checksum, inconsistent header,
+    ///   sizes or identity); `.system` when the sidecar cannot be mapped or
+    ///   re-opened (`/proc/self/fd` is needed).
+    public convenience init(adopting descriptors: SharedFileDescriptors) throws(VRangeError) {
+        try self.init(adopting: descriptors, priority: .normal)
+    }
+
+    init(adopting descriptors: SharedFileDescriptors, priority: PurgePriority) throws(VRangeError) {
+        let pair = try SidecarValidation.validate(data: descriptors.data, sidecar: descriptors.sidecar)
+        let layout = pair.layout
+        let base: UnsafeMutableRawPointer
+        do { base = try Kernel.mapFile(fd: descriptors.sidecar, length: layout.totalSize, offset: 0) } catch {
+            throw .system(error)
+        }
+        let liveness: Liveness
+        do { liveness = try Liveness(sidecar: descriptors.sidecar) } catch {
+            try? Kernel.unmap(base, length: layout.totalSize)
+            throw .system(error)
+        }
+        self.sidecar = Sidecar(layout: layout, base: base)
+        self.sidecarLength = layout.totalSize
+        self.size = layout.dataSize
+        self.pageSize = layout.pageSize
+        self.isHugePageBacked = pair.hugePages
+        self.maxMappers = layout.slotCount
+        self.descriptors = descriptors
+        self.geometry = PageGeometry(size: layout.dataSize, pageSize: layout.pageSize)
+        self.state = Mutex(ProcessState(liveness: liveness))
+        self.priorityRaw = Atomic(priority.rawValue)
+    }
+
+    deinit { close() }
+
+    /// Closes every mapping this object made, unmaps the sidecar and closes
+    /// both descriptors. Idempotent. The file lives on in other processes
+    /// that hold it; its marks stay in the sidecar.
+    public func close() {
+        guard !closedFlag.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let open = mappings.withLock { m in m.values.compactMap(\.mapping) }
+        for m in open { m.close() }
+        state.withLock { $0.liveness.close() }
+        try? Kernel.unmap(sidecar.base, length: sidecarLength)
+        Kernel.close(fd: descriptors.data)
+        Kernel.close(fd: descriptors.sidecar)
+    }
+
+    /// Whether `close()` was called.
+    public var isClosed: Bool { closedFlag.load(ordering: .relaxed) }
+
+    @inline(__always)
+    func checkOpen() throws(VRangeError) {
+        if closedFlag.load(ordering: .relaxed) { throw .closed }
+    }
+
+    /// This process's liveness description (re-opened in a fork child).
+    func processState() throws(VRangeError) -> ProcessState {
+        do {
+            return try state.withLock { s throws(SystemError) -> ProcessState in
+                if s.liveness.isStale { s = ProcessState(liveness: try Liveness(sidecar: descriptors.sidecar)) }
+                return s
+            }
+        } catch { throw .system(error) }
+    }
+
+    @inline(__always)
+    func stampRecency() {
+        let now = RecencyClock.now
+        if lastMarkedVolatile.load(ordering: .relaxed) != now { lastMarkedVolatile.store(now, ordering: .relaxed) }
+    }
+
+    // MARK: - fvrange
+
+    /// Marks `range` volatile for the file itself: its pages may be purged
+    /// (unless a mapper pins them or a private mapping covers them) until
+    /// someone marks them non-volatile through the file. Persistent: the mark
+    /// lives in the sidecar and survives this process. No syscall.
+    ///
+    /// - Throws: a range error or `.closed`; nothing changes then.
+    public func markVolatile(_ range: Range<Int>) throws(VRangeError) {
+        try checkOpen()
+        let pages = try geometry.pages(range)
+        stampRecency()
+        let w = pages.lowerBound / VolatilityMap.pagesPerWord
+        if (pages.upperBound - 1) / VolatilityMap.pagesPerWord == w {
+            sidecar.fileMarks.vote(word: w, mask: VolatilityMap.lowMask(word: w, pages: pages))
+            return
+        }
+        for w in VolatilityMap.wordsCovering(pages) {
+            sidecar.fileMarks.vote(word: w, mask: VolatilityMap.lowMask(word: w, pages: pages))
+        }
+    }
+
+    /// Marks `range` non-volatile for the file. Waits for a purge in flight
+    /// on its pages. Does not stop mappers that all voted a page volatile
+    /// from having it purged (only a mapper's pin does, DESIGN.md §1c).
+    ///
+    /// - Returns: the exact ranges purged since the file marked them
+    ///   volatile (or purged and not yet repopulated by anyone), now zero.
+    /// - Throws: a range error or `.closed`; nothing changes then.
+    @discardableResult
+    public func markNonVolatile(_ range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
+        try checkOpen()
+        let pages = try geometry.pages(range)
+        return unmark(pages, party: sidecar.fileMarks, pin: false, firstPage: 0, range: range)
+    }
+
+    /// A non-volatile mark (file-level, or a mapper's pin) with the fast
+    /// path of a range within one map word: publish the marks, then one
+    /// sequentially consistent load of the page states (the purger locks,
+    /// then reads the marks: one of the two sees the other).
+    @inline(__always)
+    func unmark(_ pages: Range<Int>, party: PartyMap, pin: Bool, firstPage: Int, range: Range<Int>) -> NonVolatileResult {
+        let w = pages.lowerBound / VolatilityMap.pagesPerWord
+        guard (pages.upperBound - 1) / VolatilityMap.pagesPerWord == w else {
+            return settle(pages, party: party, pin: pin, firstPage: firstPage, range: range)
+        }
+        let m = VolatilityMap.lowMask(word: w, pages: pages)
+        let lost = party.settle(word: w, mask: m, pin: pin)
+        let content = sidecar.content.words[w].load(ordering: .sequentiallyConsistent)
+        if lost == 0 && (content >> 1) & m == 0 { return NonVolatileResult(intact: range) }
+        // The marks are published (and the notices consumed): settle the pages.
+        let rest = settle(pages, party: party, pin: pin, firstPage: firstPage, range: range)
+        if lost == 0 { return rest }
+        var runs: [Range<Int>] = []
+        VolatilityMap.forEachRun(in: lost, word: w) { runs.append(($0 - firstPage)..<($0 - firstPage + $1)) }
+        let merged = VolatileRegion.union(runs, rest.purgedRanges.map {
+            ($0.lowerBound >> geometry.pageShift)..<($0.upperBound >> geometry.pageShift)
+        })
+        return NonVolatileResult(range: range, purgedRanges: merged.map { geometry.bytes($0) })
+    }
+
+    /// The party's half of the pin/purge handshake, and the repopulation of
+    /// purged pages: `party` moves `pages` to pinned (or neutral), then the
+    /// content map is re-read; purged pages become present (zero) and locked
+    /// ones are waited for. Ranges in the result are relative to `firstPage`.
+    func settle(_ pages: Range<Int>, party: PartyMap, pin: Bool, firstPage: Int, range: Range<Int>) -> NonVolatileResult {
+        var lostRuns: [Range<Int>] = []
+        var coalescer = RunCoalescer()
+        for w in VolatilityMap.wordsCovering(pages) {
+            let lost = party.settle(word: w, mask: VolatilityMap.lowMask(word: w, pages: pages), pin: pin)
+            VolatilityMap.forEachRun(in: lost, word: w) { coalescer.add($0, $1) { lostRuns.append($0) } }
+        }
+        coalescer.flush { lostRuns.append($0) }
+        hook(.published(pages))
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if isHugePageBacked { populatePurged(pages) }
+        var purged: [Range<Int>] = []
+        var wait = LockWait()
+        sidecar.content.markNonVolatile(pages, wait: { waitForLockedPage(&wait) }, purged: { purged.append($0) })
+        if isHugePageBacked { for run in purged { populate(run) } }
+        let all = lostRuns.isEmpty ? purged : VolatileRegion.union(lostRuns, purged)
+        if all.isEmpty { return NonVolatileResult(intact: range) }
+        return NonVolatileResult(range: range, purgedRanges: all.map {
+            geometry.bytes(($0.lowerBound - firstPage)..<($0.upperBound - firstPage))
+        })
+    }
+
+    /// Huge-page files: allocates the purged pages of `pages` before they
+    /// become present, so that no registered mapping finds one missing.
+    private func populatePurged(_ pages: Range<Int>) {
+        sidecar.content.forEachRun(of: .purged, in: pages) { populate($0) }
+    }
+
+    private func populate(_ run: Range<Int>) {
+        let bytes = geometry.bytes(run)
+        try? Kernel.allocate(fd: descriptors.data, offset: bytes.lowerBound, length: bytes.count)
+    }
+
+    // MARK: - Status
+
+    /// A snapshot of `range` (default: the whole file): bytes the file marked
+    /// volatile and still present, bytes purged and not yet repopulated, and
+    /// bytes purgeable right now under the rule of DESIGN.md §1c.
+    public func status(_ range: Range<Int>? = nil) throws(VRangeError) -> FileStatus {
+        try checkOpen()
+        let range = range ?? 0..<size
+        let pages = try geometry.pages(range)
+        let c = sidecar.content.census(pages)
+        let marks = sidecar.fileMarks.census(pages)
+        let present = pages.count - c.purged - c.locked
+        let slots = sidecar.slots.census()
+        var fileVolatilePresent = 0
+        for w in VolatilityMap.wordsCovering(pages) {
+            let m = VolatilityMap.lowMask(word: w, pages: pages)
+            let presentBits = VolatilityMap.pages(in: sidecar.content.words[w].load(ordering: .acquiring), .nonVolatile)
+            fileVolatilePresent += (PartyMap.voted(sidecar.fileMarks.words[w].load(ordering: .acquiring)) & presentBits & m).nonzeroBitCount
+        }
+        _ = marks
+        return FileStatus(
+            bytes: range.count, fileVolatileBytes: fileVolatilePresent << geometry.pageShift,
+            purgedBytes: (c.purged + c.locked) << geometry.pageShift,
+            purgeableBytes: sidecar.purgeableCount(pages) << geometry.pageShift,
+            presentBytes: present << geometry.pageShift,
+            sharedMappers: slots.shared, privateMappers: slots.privateMappings)
+    }
+
+    /// Bytes of sidecar for this file: `sidecarBytes` in all (its size), and
+    /// what is resident with `mappers` live mappings (tmpfs allocates a page
+    /// on first touch; a freed slot's marks are punched out).
+    public var sidecarBytes: Int { layout.totalSize }
+
+    /// Sidecar bytes in memory when `mappers` mappings are live.
+    public func metadataBytes(mappers: Int) -> Int { layout.residentBytes(mappers: mappers) }
+}
+
+/// The pair of descriptors a `VolatileFile` is made of.
+public struct SharedFileDescriptors: Sendable, Hashable {
+    /// The data memfd.
+    public var data: Int32
+    /// The sidecar memfd.
+    public var sidecar: Int32
+
+    public init(data: Int32, sidecar: Int32) {
+        self.data = data
+        self.sidecar = sidecar
+    }
+}
+
+/// A snapshot of a shared file's pages.
+public struct FileStatus: Sendable, Equatable {
+    /// Bytes covered.
+    public let bytes: Int
+    /// Bytes the file marked volatile (fvrange) that are still present.
+    public let fileVolatileBytes: Int
+    /// Bytes purged and not yet repopulated by a non-volatile mark (including
+    /// bytes a purge holds locked at this instant).
+    public let purgedBytes: Int
+    /// Present bytes that a purge would take now (DESIGN.md §1c).
+    public let purgeableBytes: Int
+    /// Bytes not purged.
+    public let presentBytes: Int
+    /// Live shared mappings, in every process (of the whole file).
+    public let sharedMappers: Int
+    /// Live private mappings, in every process (of the whole file).
+    public let privateMappers: Int
+}
+
+extension VolatileFile {
+    /// How a file is created.
+    public struct Options: Sendable, Equatable {
+        /// Back the data with huge pages (MFD_HUGETLB): the page size, and
+        /// the unit of ranges and purges, becomes the huge-page size.
+        public var hugePages: Bool
+        /// Mappings that may exist at once, across all processes (1...1024).
+        public var maxMappers: Int
+        /// The memfds' names (seen in /proc/PID/fd and /proc/PID/maps).
+        public var name: String
+        /// The file's class for a `Purger` in this process.
+        public var purgePriority: PurgePriority
+
+        public init(hugePages: Bool = false, maxMappers: Int = 32, name: String = "vrange",
+                    purgePriority: PurgePriority = .normal) {
+            self.hugePages = hugePages
+            self.maxMappers = maxMappers
+            self.name = name
+            self.purgePriority = purgePriority
+        }
+    }
+
+    static func hugePageReport(needed: Int, error: SystemError) -> String {
+        "\(needed) huge page(s) needed; the pool has \(hugePagesFree.map(String.init) ?? "unknown") free "
+            + "(/proc/sys/vm/nr_hugepages; \(error))"
+    }
+
+    /// HugePages_Free of /proc/meminfo.
+    static var hugePagesFree: Int? {
+        guard let text = Kernel.readSmallFile("/proc/meminfo") else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("HugePages_Free:") {
+            return Int(line.split(separator: " ").last ?? "")
+        }
+        return nil
+    }
+}
+
+/// A weak reference to a mapping, for the file's registry.
+struct WeakMapping {
+    weak var mapping: FileMapping?
+}

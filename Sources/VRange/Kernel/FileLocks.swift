@@ -1,0 +1,45 @@
+// Open file description (OFD) locks: a byte-range write lock owned by an
+// open file description, released by the kernel when the last descriptor of
+// that description closes, in particular when its process dies. The shared
+// files layer proves a process alive with them (F_OFD_SETLK, F_OFD_GETLK).
+import CVRange
+
+extension Kernel {
+    /// open("/proc/self/fd/N", O_RDWR | O_CLOEXEC): a new open file
+    /// description of `fd`'s file, private to this process (descriptors
+    /// inherited or passed with SCM_RIGHTS share theirs with the sender).
+    static func reopen(fd: Int32) throws(SystemError) -> Int32 {
+        var out: Int32 = -1
+        try checkCode("open(/proc/self/fd/\(fd))", vr_reopen(fd, &out))
+        return out
+    }
+
+    /// F_OFD_SETLK(W) of a write lock on byte `byte`. Without `wait`,
+    /// returns false when another open file description holds it.
+    @discardableResult
+    static func lockByte(fd: Int32, _ byte: Int, wait: Bool) throws(SystemError) -> Bool {
+        let code = vr_ofd_lock(fd, off_t(byte), wait ? 1 : 0)
+        if code == EAGAIN && !wait { return false }
+        try checkCode(wait ? "fcntl(F_OFD_SETLKW)" : "fcntl(F_OFD_SETLK)", code)
+        return true
+    }
+
+    /// F_OFD_SETLK of F_UNLCK on byte `byte`.
+    static func unlockByte(fd: Int32, _ byte: Int) throws(SystemError) {
+        try checkCode("fcntl(F_OFD_SETLK, F_UNLCK)", vr_ofd_unlock(fd, off_t(byte)))
+    }
+
+    /// F_OFD_GETLK: whether another open file description holds a lock on
+    /// byte `byte` (this description's own locks read as not held).
+    static func byteIsLocked(fd: Int32, _ byte: Int) throws(SystemError) -> Bool {
+        var held: Int32 = 0
+        try checkCode("fcntl(F_OFD_GETLK)", vr_ofd_probe(fd, off_t(byte), &held))
+        return held != 0
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
