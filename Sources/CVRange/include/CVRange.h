@@ -128,4 +128,8 @@ int vr_raise_in_thread(int sig);
 #ifdef __cplusplus
 }
 #endif
+
+// MARK: - Purger shims (issue 8; added by the purger branch, kept in their own header)
+#include "CVRangePurger.h"
+
 #endif

@@ -1,0 +1,50 @@
+// poll(2): how the purger's thread waits for pressure events, its wake-up
+// eventfd and its timers at once.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+extension Kernel {
+    /// poll event bits, named.
+    struct PollEvents: OptionSet, Sendable, Hashable {
+        let rawValue: Int16
+        /// Data to read (eventfds, FIFOs, sockets).
+        static let input = PollEvents(rawValue: Int16(POLLIN))
+        /// Priority data: how PSI triggers and cgroup files signal an event.
+        static let priority = PollEvents(rawValue: Int16(POLLPRI))
+        /// An error condition; for a PSI trigger, the file is gone.
+        static let error = PollEvents(rawValue: Int16(POLLERR))
+        /// Hang-up: the writer or peer went away.
+        static let hangUp = PollEvents(rawValue: Int16(POLLHUP))
+        /// The descriptor is not open.
+        static let invalid = PollEvents(rawValue: Int16(POLLNVAL))
+    }
+
+    /// One descriptor to wait on, and what it reported.
+    struct PollRequest: Sendable, Equatable {
+        var fd: Int32
+        var events: PollEvents
+        var returned: PollEvents = []
+    }
+
+    /// poll(fds, n, timeout): waits until a descriptor is ready or
+    /// `timeoutMilliseconds` pass (-1 waits for ever). Fills each request's
+    /// `returned`. EINTR returns early with nothing ready (the caller's loop
+    /// recomputes its timeout).
+    ///
+    /// - Returns: the number of descriptors with events.
+    /// - Throws: `SystemError` naming `poll`.
+    static func poll(_ requests: inout [PollRequest], timeoutMilliseconds: Int32) throws(SystemError) -> Int {
+        var fds = requests.map { pollfd(fd: $0.fd, events: $0.events.rawValue, revents: 0) }
+        let n = Glibc.poll(&fds, nfds_t(fds.count), timeoutMilliseconds)
+        if n < 0 {
+            let code = Glibc.errno
+            if code == EINTR { for i in requests.indices { requests[i].returned = [] }; return 0 }
+            throw SystemError(call: "poll", errno: code)
+        }
+        for i in requests.indices { requests[i].returned = PollEvents(rawValue: fds[i].revents) }
+        return Int(n)
+    }
+}
