@@ -27,6 +27,7 @@ import Glibc
         let purger = try testPurger(none)
         purger.register(a)
         purger.register(b)
+        defer { withExtendedLifetime((a, b)) {} }  // registration is weak
         #expect(try purger.purge(bytes: 1) == 10)  // exactly one unit: the lowest class
         #expect(log.all == ["a.1"])
         #expect(purger.purgeAll() == 160)
@@ -41,6 +42,7 @@ import Glibc
         }))
         let purger = try testPurger(none)
         purger.register(m)
+        defer { withExtendedLifetime(m) {} }  // registration is weak
         #expect(try purger.purge(bytes: 2500) == 3000)   // whole units: 3 of them
         #expect(log.all == ["m.0", "m.1", "m.2"])
         #expect(try purger.purge(bytes: 0) == 0)
@@ -160,6 +162,7 @@ import Glibc
         // A budget the memory is within (800 ≤ 1000): only pressure purges.
         let purger = try testPurger(.init(budget: 1000, pressureSources: .none, tick: .seconds(60)), clock: clock)
         purger.register(m)
+        defer { withExtendedLifetime(m) {} }  // registration is weak
         purger.reportPressure(.moderate)           // down to 500: three units go
         #expect(log.all == ["m.0", "m.1", "m.2"])
         var s = purger.statistics()
@@ -187,6 +190,7 @@ import Glibc
         }))
         let purger = try testPurger(.init(pressureSources: .none, moderateFraction: 0.3))
         purger.register(m)
+        defer { withExtendedLifetime(m) {} }  // registration is weak
         purger.reportPressure(.moderate)
         #expect(log.all == ["m.9", "m.8", "m.7"])  // 30 %, least recently used first
     }
@@ -199,6 +203,7 @@ import Glibc
         }))
         let purger = try testPurger(.init(pressureSources: .none, moderateInterval: .seconds(5)), clock: clock)
         purger.register(m)
+        defer { withExtendedLifetime(m) {} }  // registration is weak
         purger.reportPressure(.moderate)                    // 3200 of 6400
         #expect(log.all.count == 32)
         clock.advance(milliseconds: 4_999)
@@ -241,6 +246,7 @@ import Glibc
         let purger = try testPurger(none, clock: clock)
         let slow = SlowMemory(clock)
         purger.register(slow)
+        defer { withExtendedLifetime(slow) {} }
         purger.reportPressure(.critical)
         let s = purger.statistics()
         #expect(s.lastPressureEvent?.reactionNanoseconds == 7_000_000)
