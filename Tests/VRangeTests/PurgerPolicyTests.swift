@@ -225,6 +225,13 @@ import Glibc
         #expect(s.debouncedEvents == 2)
         #expect(s.pressureEvents == 5)
         #expect(s.purges[.moderatePressure]?.purges == 2)
+        #expect(s.recentPressureEvents.map(\.outcome)
+                == [.purged(bytes: 3200), .debounced, .purged(bytes: 1600), .purged(bytes: 1600), .debounced])
+        #expect(s.recentPressureEvents.map(\.level) == [.moderate, .moderate, .moderate, .critical, .moderate])
+        #expect(s.recentPressureEvents.last == s.lastPressureEvent)
+        // The history is bounded.
+        for _ in 0..<40 { purger.reportPressure(.moderate) }
+        #expect(purger.statistics().recentPressureEvents.count == PurgerStatistics.historyLength)
     }
 
     @Test func reactionTimeIsFromDeliveryToRelease() throws {

@@ -49,7 +49,8 @@ func realPressureChild() -> Never {
         print("FAIL \(code): \(why)")
         exit(code)
     }
-    let s = PressureScenario()
+    var s = PressureScenario()
+    s.cache = environmentInt("VRANGE_PRESSURE_CHILD_CACHE_MIB", s.cache)
     let mib = 1 << 20
     guard let dir = Kernel.environment("VRANGE_PRESSURE_CGROUP"),
           let version = Kernel.environment("VRANGE_PRESSURE_VERSION") else { fail(10, "environment not set") }
@@ -162,12 +163,18 @@ func realPressureChild() -> Never {
 }
 
 @Suite("Real memory pressure", .serialized) struct RealPressureTests {
-    @Test func cgroupV1() async throws { try await run(.v1) }
-    @Test func cgroupV2() async throws { try await run(.v2) }
+    /// With 64 MiB of page cache (the cgroup reaches its limit and reclaims
+    /// while the purger reacts) and with none (nothing reclaimable: the
+    /// purger must act before the limit, or the first allocation past it is
+    /// OOM-killed).
+    @Test(arguments: [64, 0]) func cgroupV1(cacheMiB: Int) async throws { try await run(.v1, cacheMiB: cacheMiB) }
+    @Test(arguments: [64, 0]) func cgroupV2(cacheMiB: Int) async throws { try await run(.v2, cacheMiB: cacheMiB) }
 
-    func run(_ version: TestCgroup.Version) async throws {
+    func run(_ version: TestCgroup.Version, cacheMiB: Int) async throws {
         if cannotRun("real-pressure test on \(version.rawValue)", version) { return }
-        let s = PressureScenario()
+        var s = PressureScenario()
+        if getenv("VRANGE_PRESSURE_CACHE_MIB") == nil { s.cache = cacheMiB }
+        setenv("VRANGE_PRESSURE_CHILD_CACHE_MIB", "\(s.cache)", 1)
         let cg = try TestCgroup.make(version, label: "pressure", limit: s.limit << 20)
         defer { #expect(cg.remove(), "the test cgroup \(cg.dir) could not be removed") }
         if version == .v2 {

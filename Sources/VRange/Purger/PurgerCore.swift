@@ -12,12 +12,23 @@ struct PurgerState {
     var debounced = 0
     var eventSequence = 0
     var lastEvent: PressureEvent?
+    /// Recent events, oldest first; the last is `lastEvent`'s record.
+    var history: [PressureEvent] = []
     var maxReaction: UInt64?
     var lastModerateReaction: UInt64?
     var active: PressureSourceSpec?
     var notes: [String] = []
     var sourcesLost = 0
     var hasThread = false
+}
+
+extension PurgerState {
+    /// Makes `event` the last one and keeps the history bounded.
+    mutating func record(_ event: PressureEvent) {
+        lastEvent = event
+        history.append(event)
+        if history.count > PurgerStatistics.historyLength { history.removeFirst() }
+    }
 }
 
 final class PurgerCore: @unchecked Sendable {
@@ -107,11 +118,11 @@ final class PurgerCore: @unchecked Sendable {
             if level == .moderate, let last = s.lastModerateReaction, deliveredAt >= last, deliveredAt - last < debounce {
                 s.debounced += 1
                 event.outcome = .debounced
-                s.lastEvent = event
+                s.record(event)
                 return nil
             }
             s.lastModerateReaction = deliveredAt
-            s.lastEvent = event
+            s.record(event)
             return s.eventSequence
         }
         guard let sequence else { return }
@@ -130,10 +141,14 @@ final class PurgerCore: @unchecked Sendable {
         let reaction = end >= deliveredAt ? end - deliveredAt : 0
         state.withLock { s in
             s.maxReaction = max(s.maxReaction ?? 0, reaction)
-            if s.eventSequence == sequence {
-                s.lastEvent?.outcome = .purged(bytes: released)
-                s.lastEvent?.reactionNanoseconds = reaction
+            // Update the event's record, in the history too, unless newer
+            // events pushed it out meanwhile.
+            let age = s.eventSequence - sequence
+            if age < s.history.count {
+                s.history[s.history.count - 1 - age].outcome = .purged(bytes: released)
+                s.history[s.history.count - 1 - age].reactionNanoseconds = reaction
             }
+            s.lastEvent = s.history.last
         }
     }
 
@@ -147,7 +162,8 @@ final class PurgerCore: @unchecked Sendable {
             PurgerStatistics(
                 registeredObjects: objects.count, volatileBytes: volatile, purgedBytes: s.purgedBytes,
                 budget: configuration.budget, purges: s.tallies, pressureEvents: s.events,
-                debouncedEvents: s.debounced, lastPressureEvent: s.lastEvent, maxReactionNanoseconds: s.maxReaction,
+                debouncedEvents: s.debounced, lastPressureEvent: s.lastEvent, recentPressureEvents: s.history,
+                maxReactionNanoseconds: s.maxReaction,
                 source: PressureSourceStatus(active: s.active, notes: s.notes, sourcesLost: s.sourcesLost),
                 hasThread: s.hasThread)
         }

@@ -95,6 +95,11 @@ public struct PurgerStatistics: Sendable, Equatable {
     public var debouncedEvents: Int
     /// The most recent pressure event.
     public var lastPressureEvent: PressureEvent?
+    /// The last `PurgerStatistics.historyLength` pressure events, oldest
+    /// first (the last one is `lastPressureEvent`).
+    public var recentPressureEvents: [PressureEvent]
+    /// How many events `recentPressureEvents` keeps.
+    public static let historyLength = 16
     /// The longest reaction (delivery → memory released) so far.
     public var maxReactionNanoseconds: UInt64?
     /// The source being watched.

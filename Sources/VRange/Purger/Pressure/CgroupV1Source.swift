@@ -2,9 +2,13 @@
 // and eventfds: one eventfd per level (low, medium, critical). The kernel
 // signals thousands of times a second under reclaim; an eventfd is a
 // counter, so one read per wake-up coalesces them. medium → moderate,
-// critical → critical. A "low" event (the cgroup is reclaiming) and a timer
-// also check the cgroup's headroom — limit − usage + inactive file cache —
-// because with no swap the kernel reports medium only at the edge of OOM.
+// critical → critical. With no swap the kernel reports medium only at the
+// edge of OOM, and with no page cache to reclaim not even that before the
+// OOM kill, so a cgroup with a limit is also watched through its headroom —
+// limit − usage + inactive file cache — checked on a "low" event (reclaim
+// running), when usage crosses one of two thresholds (memory.usage_in_bytes
+// notifications at the moderate and critical headroom, registered the same
+// way) and on a timer.
 
 final class CgroupV1Source: PressureSource {
     let spec: PressureSourceSpec
@@ -13,11 +17,13 @@ final class CgroupV1Source: PressureSource {
     private let thresholds: HeadroomThresholds
     private let physicalMemory: UInt64
     private var levelFD: Int32 = -1
-    private var eventFDs: [Int32] = []  // low, medium, critical
+    private var usageFD: Int32 = -1
+    private var eventFDs: [Int32] = []  // low, medium, critical, then the usage thresholds
     /// Whether the cgroup has a limit (then its headroom is watched).
     let isLimited: Bool
 
-    /// Registers the three eventfds with the cgroup at `directory`.
+    /// Registers the level eventfds, and for a cgroup with a limit the two
+    /// usage-threshold eventfds, with the cgroup at `directory`.
     ///
     /// - Throws: `.system` when a file cannot be opened or the registration
     ///   is refused (cgroup.event_control is root's); `.malformedFile` for a
@@ -41,6 +47,16 @@ final class CgroupV1Source: PressureSource {
                 eventFDs.append(efd)
                 try Kernel.writeOnce(fd: control, Array("\(efd) \(levelFD) \(level.rawValue)".utf8),
                                      what: directory + "/cgroup.event_control")
+            }
+            if let limit = usage.limit {
+                usageFD = try Kernel.open(directory + "/memory.usage_in_bytes", .readOnly)
+                for fraction in [thresholds.moderate, thresholds.critical] {
+                    let efd = try Kernel.eventFD()
+                    eventFDs.append(efd)
+                    let threshold = UInt64(Double(limit) * (1 - fraction))
+                    try Kernel.writeOnce(fd: control, Array("\(efd) \(usageFD) \(threshold)".utf8),
+                                         what: directory + "/cgroup.event_control")
+                }
             }
         } catch {
             close()
@@ -66,11 +82,12 @@ final class CgroupV1Source: PressureSource {
         if !Kernel.exists(directory + "/memory.pressure_level") {
             return .gone("\(directory) was removed (the kernel signalled its eventfds)")
         }
-        if counts.count == 3 {
+        if counts.count >= 3 {
             if counts[2] > 0 { return .pressure(.critical) }
             if counts[1] > 0 { return .pressure(.moderate) }
-            if counts[0] > 0 { return headroom() }
         }
+        // Reclaim running, or usage crossed a threshold (either way).
+        if counts.contains(where: { $0 > 0 }) { return headroom() }
         return .quiet
     }
 
@@ -90,6 +107,7 @@ final class CgroupV1Source: PressureSource {
         for fd in eventFDs { Kernel.close(fd: fd) }
         eventFDs = []
         if levelFD >= 0 { Kernel.close(fd: levelFD); levelFD = -1 }
+        if usageFD >= 0 { Kernel.close(fd: usageFD); usageFD = -1 }
     }
 
     deinit { close() }
