@@ -79,7 +79,7 @@ import Glibc
         #expect(try purger.purge(bytes: 4 * page) == 4 * page)
         #expect(try recent.status().purgedBytes == 4 * page)
         #expect(try old.status().purgedBytes == 0)
-        for p in 0..<4 { #expect(holds(old, page: p, tag: 1)) }
+        for p in 0..<4 { #expect(volatileHolds(old, page: p, tag: 1)) }
         #expect(purger.purgeAll() == 4 * page)
         #expect(try old.markNonVolatile(0..<old.size).purgedRanges == [0..<old.size])
         #expect(purger.statistics().purges[.requestAll]?.bytes == 4 * page)
@@ -138,7 +138,7 @@ import Glibc
         let kept = waitUntil { purger.statistics().volatileBytes <= budget }
         #expect(kept)
         #expect(try regions.map { try $0.status().purgedBytes } == [4 * page, 4 * page, 4 * page, 0])
-        for p in 0..<4 { #expect(holds(regions[3], page: p, tag: 4)) }
+        for p in 0..<4 { #expect(volatileHolds(regions[3], page: p, tag: 4)) }
         let s = purger.statistics()
         #expect(s.purges[.budget]?.bytes == 12 * page)
         #expect(s.budget == budget)

@@ -112,3 +112,17 @@ func rewrite(_ path: String, _ text: String) {
 
 /// Whether this process runs as root.
 var isRoot: Bool { geteuid() == 0 }
+
+/// Whether volatile page `p` of `r` still holds the pattern of `tag`, read
+/// through an optimistic access (a purged page answers false instead of
+/// raising SIGBUS, so that a wrong purge fails the test, not the process).
+func volatileHolds(_ r: VolatileRegion, page p: Int, tag: UInt8) -> Bool {
+    let result = try? r.withVolatileAccess((p * page)..<((p + 1) * page)) { buffer -> Bool in
+        for i in stride(from: 0, to: page, by: 8)
+        where buffer.load(fromByteOffset: i, as: UInt64.self) != UInt64(tag) &* 0x0101_0101_0101_0101 ^ UInt64(i) {
+            return false
+        }
+        return true
+    }
+    return result == .intact(true)
+}
