@@ -278,6 +278,40 @@ import Glibc
         #expect(PSITrigger.defaultModerate.bytes == Array("some 200000 2000000".utf8) + [0])
     }
 
+    @Test func droppedOnItsOwnThreadStopsWithoutDeadlock() throws {
+        // Memory whose purge drops the last reference to the purger: the
+        // Purger's deinit then runs on the purger's own thread, which must
+        // detach itself rather than join itself, and the pass must finish.
+        // (This checks completion and release; that the thread's resources
+        // are freed by the detach is not observable here, glibc's self-join
+        // would return EDEADLK rather than hang.)
+        final class Dropper: PurgeableMemory, Sendable {
+            let owner = Mutex<Purger?>(nil)
+            let left = Atomic<Int>(4096)
+            let done = Atomic<Bool>(false)
+            func forEachPurgeUnit(_ body: (PurgeUnit) -> Void) {
+                let b = left.load(ordering: .relaxed)
+                if b > 0 { body(PurgeUnit(id: 0, priority: .normal, lastUsed: 0, volatileBytes: b)) }
+            }
+            func purge(unit id: Int) -> Int {
+                let last = owner.withLock { p -> Purger? in defer { p = nil }; return p }
+                _ = consume last  // deinit here, on the purger's thread
+                done.store(true, ordering: .releasing)
+                return left.exchange(0, ordering: .relaxed)
+            }
+        }
+        let dropper = Dropper()
+        weak var weakPurger: Purger?
+        do {
+            let p = try testPurger(.init(budget: 0, pressureSources: .none, tick: .milliseconds(5)))
+            weakPurger = p
+            dropper.owner.withLock { $0 = p }
+            p.register(dropper)
+        }
+        #expect(waitUntil { dropper.done.load(ordering: .acquiring) })
+        #expect(waitUntil { weakPurger == nil })
+    }
+
     @Test func stopIsIdempotentAndDeterministic() throws {
         let purger = try testPurger(.init(budget: 1 << 30, pressureSources: .none))
         #expect(purger.statistics().hasThread)
@@ -285,9 +319,11 @@ import Glibc
         purger.stop()
         #expect(!purger.statistics().hasThread)
         purger.stop()
-        // Purging on request still works after stop.
+        // Purging on request still works after stop; registering (which
+        // would wake the thread) writes to no stale descriptor.
         let r = try volatileRegion(pages: 2)
         purger.register(r)
+        purger.requestBudgetCheck()
         #expect(purger.purgeAll() == 2 * page)
     }
 }

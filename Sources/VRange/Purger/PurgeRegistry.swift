@@ -40,7 +40,4 @@ final class PurgeRegistry: Sendable {
             return list.compactMap(\.object)
         }
     }
-
-    /// How many registered objects are still alive.
-    var count: Int { entries.withLock { list in list.reduce(0) { $0 + ($1.object == nil ? 0 : 1) } } }
 }

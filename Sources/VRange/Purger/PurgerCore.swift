@@ -41,6 +41,9 @@ final class PurgerCore: @unchecked Sendable {
     /// same shortfall.
     private let passLock = Mutex<Void>(())
     let stopping = Atomic<Bool>(false)
+    /// Set when stop() ran on the purger's own thread: the loop then closes
+    /// the eventfd itself as it ends.
+    let detached = Atomic<Bool>(false)
     /// The thread and its wake-up eventfd, set once by start().
     private let lifecycle = Mutex<(thread: Kernel.Thread?, wakeFD: Int32)>((nil, -1))
 
@@ -206,10 +209,11 @@ final class PurgerCore: @unchecked Sendable {
         }
     }
 
-    /// Wakes the thread (a budget check follows). No-op without one.
+    /// Wakes the thread (a budget check follows). No-op without one or
+    /// after stop(). Writes under the lock, so that the descriptor cannot be
+    /// closed (and its number reused) meanwhile.
     func wake() {
-        let fd = lifecycle.withLock { $0.wakeFD }
-        if fd >= 0 { try? Kernel.eventFDWrite(fd) }
+        lifecycle.withLock { if $0.wakeFD >= 0 { try? Kernel.eventFDWrite($0.wakeFD) } }
     }
 
     /// Stops and joins the thread; idempotent. From the purger's own thread
@@ -217,14 +221,22 @@ final class PurgerCore: @unchecked Sendable {
     /// only asks the loop to end and detaches it.
     func stop() {
         guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        let (thread, fd) = lifecycle.withLock { ($0.thread, $0.wakeFD) }
-        guard let thread else { return }
+        guard let thread = lifecycle.withLock({ $0.thread }) else { return }
         if thread.isCurrent {
+            // The loop sees `stopping` when this pass returns, closes its
+            // source and, being detached, the eventfd.
+            lifecycle.withLock { $0.wakeFD = -1 }
+            detached.store(true, ordering: .releasing)
             thread.detach()
-            return  // the loop sees `stopping`, closes its source and the eventfd
+        } else {
+            wake()
+            thread.join()
+            // Only now, with the loop gone: close the eventfd.
+            lifecycle.withLock { l in
+                Kernel.close(fd: l.wakeFD)
+                l.wakeFD = -1
+            }
         }
-        try? Kernel.eventFDWrite(fd)
-        thread.join()
         state.withLock { $0.hasThread = false }
     }
 }

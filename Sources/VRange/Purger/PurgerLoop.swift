@@ -126,7 +126,9 @@ final class PurgerLoop: @unchecked Sendable {
             if checkBudget { core.enforceBudget() }
         }
         sources.closeAll()
-        Kernel.close(fd: wakeFD)
+        // Normally stop() closes the eventfd after joining this thread; a
+        // detached loop (stopped from this very thread) closes it itself.
+        if core.detached.load(ordering: .acquiring) { Kernel.close(fd: wakeFD) }
     }
 
     private func timerDeadline(after now: UInt64) -> UInt64? {

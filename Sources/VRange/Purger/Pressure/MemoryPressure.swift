@@ -19,7 +19,8 @@ public enum MemoryPressureLevel: Int, Sendable, Comparable, CaseIterable, Custom
     }
 }
 
-/// The kinds of memory-pressure source, in the order a purger prefers them.
+/// The kinds of memory-pressure source (the order an automatic purger tries
+/// them in is `Purger.detectPressureSources()`'s).
 public enum PressureSourceKind: String, Sendable, CaseIterable, CustomStringConvertible {
     /// `$MEMORY_PRESSURE_WATCH` / `$MEMORY_PRESSURE_WRITE` (systemd's
     /// convention, also honoured by sd-event and GLib).
