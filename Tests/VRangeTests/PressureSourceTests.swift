@@ -73,6 +73,16 @@ private let meminfoFallback = PressureSourceSpec.memAvailable(meminfoPath: "/pro
         #expect(waitUntil { purger.statistics().purges[.criticalPressure] != nil })
     }
 
+    @Test func realMemInfoIsReReadThroughOneDescriptor() throws {
+        // /proc/meminfo is a seq_file: every timer tick re-reads it with
+        // pread from 0 on the descriptor opened at start. A failed read would
+        // make the source vanish.
+        let spec = PressureSourceSpec.memAvailable(meminfoPath: "/proc/meminfo", intervalMilliseconds: 1)
+        let purger = try testPurger(.init(pressureSources: .only([spec])))
+        #expect(!waitUntil(seconds: 0.05) { purger.activeSource != spec })  // ~50 reads, bounded wait
+        #expect(purger.statistics().source.sourcesLost == 0)
+    }
+
     @Test func systemdFIFO() throws {
         let path = "/tmp/vrange-test-\(getpid())-pressure.fifo"
         unlink(path)
