@@ -24,13 +24,11 @@ extension Kernel {
     /// - Throws: `SystemError` naming `read(eventfd)`.
     static func eventFDRead(_ fd: Int32) throws(SystemError) -> UInt64 {
         var value: UInt64 = 0
-        while true {
-            if Glibc.read(fd, &value, 8) == 8 { return value }
-            let code = Glibc.errno
-            if code == EINTR { continue }
-            if code == EAGAIN { return 0 }
-            throw SystemError(call: "read(eventfd)", errno: code)
+        do { _ = try check("read(eventfd)") { Glibc.read(fd, &value, 8) } } catch {
+            if error.errno == EAGAIN { return 0 }
+            throw error
         }
+        return value
     }
 
     /// Adds `value` to an eventfd's counter (write), waking its pollers.

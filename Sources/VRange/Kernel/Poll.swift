@@ -31,19 +31,14 @@ extension Kernel {
 
     /// poll(fds, n, timeout): waits until a descriptor is ready or
     /// `timeoutMilliseconds` pass (-1 waits for ever). Fills each request's
-    /// `returned`. EINTR returns early with nothing ready (the caller's loop
-    /// recomputes its timeout).
+    /// `returned`. EINTR restarts the wait (the caller's loop recomputes its
+    /// deadlines after every return anyway).
     ///
     /// - Returns: the number of descriptors with events.
     /// - Throws: `SystemError` naming `poll`.
     static func poll(_ requests: inout [PollRequest], timeoutMilliseconds: Int32) throws(SystemError) -> Int {
         var fds = requests.map { pollfd(fd: $0.fd, events: $0.events.rawValue, revents: 0) }
-        let n = Glibc.poll(&fds, nfds_t(fds.count), timeoutMilliseconds)
-        if n < 0 {
-            let code = Glibc.errno
-            if code == EINTR { for i in requests.indices { requests[i].returned = [] }; return 0 }
-            throw SystemError(call: "poll", errno: code)
-        }
+        let n = try check("poll") { Glibc.poll(&fds, nfds_t(fds.count), timeoutMilliseconds) }
         for i in requests.indices { requests[i].returned = PollEvents(rawValue: fds[i].revents) }
         return Int(n)
     }
