@@ -142,14 +142,21 @@ private let meminfoFallback = PressureSourceSpec.memAvailable(meminfoPath: "/pro
         }
         let spec = PressureSourceSpec.psi(path: cg.dir + "/memory.pressure", systemWide: false,
                                           moderate: .defaultModerate, critical: .defaultCritical)
-        let purger = try testPurger(.init(pressureSources: .only([spec, meminfoFallback])))
+        // The replacement: MemAvailable from a file that says "critical", so
+        // that its timer must run for the test to pass.
+        let meminfo = temporaryFile("MemTotal: 1000000 kB\nMemAvailable: 100000 kB\n", name: "vrange-meminfo")
+        defer { unlink(meminfo) }
+        let fallback = PressureSourceSpec.memAvailable(meminfoPath: meminfo, intervalMilliseconds: 5)
+        let purger = try testPurger(.init(pressureSources: .only([spec, fallback]), tick: .seconds(60)))
         #expect(purger.activeSource == spec)
         #expect(cg.remove())
-        #expect(waitUntil { purger.activeSource == meminfoFallback })
+        #expect(waitUntil { purger.activeSource == fallback })
+        #expect(waitUntil { purger.statistics().lastPressureEvent?.source == .memAvailable })
         let s = purger.statistics()
         #expect(s.source.sourcesLost == 1)
         #expect(s.source.notes.contains { $0.contains("vanished") && $0.contains("POLLERR") }, "\(s.source.notes)")
-        #expect(s.source.notes.last == "now watching \(meminfoFallback)")
+        #expect(s.source.notes.last == "now watching \(fallback)")
+        #expect(s.lastPressureEvent?.level == .critical)
         #expect(s.hasThread)
     }
 
@@ -163,6 +170,7 @@ private let meminfoFallback = PressureSourceSpec.memAvailable(meminfoPath: "/pro
         #expect(purger.activeSource == spec, "\(purger.statistics().source.notes)")
         #expect(cg.remove())
         #expect(waitUntil { purger.activeSource == meminfoFallback })
+        // (Calm /proc/meminfo: no event expected from the replacement here.)
         let s = purger.statistics()
         #expect(s.source.sourcesLost == 1)
         #expect(s.source.notes.contains { $0.contains("vanished") && $0.contains("removed") }, "\(s.source.notes)")

@@ -110,6 +110,8 @@ final class PurgerLoop: @unchecked Sendable {
                 let returned = requests.dropFirst().map(\.returned)
                 if returned.contains(where: { !$0.isEmpty }) {
                     process(source.handle(Array(returned)), from: source, at: woke)
+                    // A replacement source brings its own timer (or none).
+                    if sources.current !== source { nextTimer = timerDeadline(after: Kernel.monotonicNanoseconds()) }
                 }
             }
             now = Kernel.monotonicNanoseconds()
