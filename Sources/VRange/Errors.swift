@@ -57,6 +57,13 @@ public enum VRangeError: Error, Equatable, Hashable, Sendable {
     /// (a mapping's votes and pins are the parent's). Make a new mapping in
     /// the child.
     case inheritedAcrossFork
+    /// A kernel or configuration file (or value) did not have the format it
+    /// should: `path` names it (a file, or an environment variable), `reason`
+    /// says what was wrong. Nothing was changed.
+    case malformedFile(path: String, reason: String)
+    /// A configuration value is out of range; the string says which and why.
+    /// Nothing was changed.
+    case invalidConfiguration(String)
 }
 
 #if canImport(Glibc)

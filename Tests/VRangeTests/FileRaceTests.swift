@@ -9,16 +9,6 @@ import Testing
 import Glibc
 #endif
 
-/// Spins (yielding) until `done()` or the deadline; false on timeout.
-func waitUntil(seconds: Int = peerTimeout, _ done: () -> Bool) -> Bool {
-    let deadline = Kernel.monotonicNanoseconds() + UInt64(seconds) * 1_000_000_000
-    while !done() {
-        if Kernel.monotonicNanoseconds() > deadline { return false }
-        sched_yield()
-    }
-    return true
-}
-
 @Suite("Shared files, races", .serialized) struct FileRaceTests {
     @Test func pinsAgainstPurgesAcrossProcesses() throws {
         let rounds = environmentInt("VRANGE_FILE_RACE_ROUNDS", 400)

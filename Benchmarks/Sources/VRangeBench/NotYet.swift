@@ -1,4 +1,4 @@
-// Rows whose VRange side has not landed (allocator, cache, pressure): their
+// Rows whose VRange side has not landed (allocator, cache): their
 // baselines still run, so that the table shows the figure to beat.
 import CBench
 #if canImport(Glibc)
@@ -47,11 +47,4 @@ func cacheRow(_ c: Config) throws -> Row {
     let m = try interleaved(rounds: c.smallRounds, [{ dictionaryHits(cache, into: out, c.batch) }])
     return .notYet("cache hit, read a 4 KiB value (PurgeableCache)",
                    baseline: "Dictionary<Int,[UInt8]>, 1024 × 4 KiB: \(fmtTime(m[0]))", goal: "≤ 2× the time")
-}
-
-func pressureRow() -> Row {
-    let psi = readTextFile("/proc/pressure/memory") != nil
-    return .notYet("pressure onset → volatile memory released (Purger)",
-                   baseline: psi ? "PSI present; period not measured" : "no PSI on this host",
-                   goal: "report; ≤ 50 ms past the event")
 }

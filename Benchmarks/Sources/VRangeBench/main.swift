@@ -14,10 +14,14 @@ import Glibc
 #endif
 
 /// Sections that can be run alone with `--only NAME[,NAME...]`.
-let sectionNames = ["marks", "purge", "access", "alloc", "threads", "metadata", "files"]
+let sectionNames = ["marks", "purge", "access", "alloc", "threads", "pressure", "metadata", "files", "purger"]
 var short = (getenv("VRANGE_BENCH_SHORT").map { String(cString: $0) } ?? "") == "1"
 var only = Set(sectionNames)
 var args = CommandLine.arguments.dropFirst()
+// The child of row 22 (PressureChild.swift): VRangeBench --pressure-child DIR v1|v2.
+if args.first == "--pressure-child", args.count == 3 {
+    pressureChildMain(dir: args[args.startIndex + 1], version: args[args.startIndex + 2])
+}
 while let a = args.popFirst() {
     if a == "--short" {
         short = true
@@ -79,7 +83,10 @@ do {
         step("two threads")
         rows += try threadRows(config)
     }
-    if only.contains("alloc") { rows.append(pressureRow()) }
+    if only.contains("pressure") {
+        step("pressure onset → release (real cgroup pressure, in children)")
+        rows.append(pressureRow(config))
+    }
     if only.contains("metadata") {
         step("metadata")
         rows += try metadataRows(config)
@@ -87,6 +94,10 @@ do {
     if only.contains("files") {
         step("shared files")
         rows += try fileMarkRows(config) + [try fileContentionRow(config)] + fileMetadataRows(config)
+    }
+    if only.contains("purger") {
+        step("purger")
+        rows += try purgerRows(config)
     }
     let seconds = Double(now() - started) / 1e9
     let otherLoad = CPUClock.otherLoad(since: cpuAtStart, seconds: seconds)

@@ -298,4 +298,7 @@ void vr_test_fail_fork_reregistration(int count);
 // Declarations of the files layer live in their own header.
 #include "vr_files.h"
 
+// MARK: - Purger shims (issue 8; added by the purger branch, kept in their own header)
+#include "CVRangePurger.h"
+
 #endif

@@ -70,7 +70,7 @@ import Musl
 extension Kernel {
     /// The contents of a small text file (procfs), or nil.
     static func readSmallFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 { return nil }
         defer { _ = Glibc.close(fd) }
         var bytes: [UInt8] = []

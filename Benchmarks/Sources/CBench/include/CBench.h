@@ -105,6 +105,13 @@ uint64_t cb_malloc_free_touched(size_t size, size_t page_size, size_t iterations
 /// The same with mmap/munmap.
 uint64_t cb_mmap_munmap_touched(size_t size, size_t page_size, size_t iterations);
 
+// MARK: - Purger baselines (issue 8; implemented in cbench_purger.c)
+
+/// cb_cas_pair_loop plus what VRange's markVolatile adds for the purger's
+/// recency: a relaxed load of `*clock`, a compare with `*stamp`, and a
+/// store there only when they differ. Returns the nanoseconds taken.
+uint64_t cb_cas_pair_stamp_loop(uint64_t *word, const uint64_t *clock, uint64_t *stamp, size_t iterations);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,242 @@
+// The purger's mechanics: purge passes in victim order, reactions to
+// pressure with debouncing, budget enforcement and the statistics. Shared by
+// the public Purger and its background thread (which holds this, never the
+// Purger, so that dropping the Purger stops the thread).
+import Synchronization
+
+/// The mutable record behind `PurgerStatistics`.
+struct PurgerState {
+    var tallies: [PurgeCause: PurgeTally] = [:]
+    var purgedBytes = 0
+    var events = 0
+    var debounced = 0
+    var eventSequence = 0
+    var lastEvent: PressureEvent?
+    /// Recent events, oldest first; the last is `lastEvent`'s record.
+    var history: [PressureEvent] = []
+    var maxReaction: UInt64?
+    var lastModerateReaction: UInt64?
+    var active: PressureSourceSpec?
+    var notes: [String] = []
+    var sourcesLost = 0
+    var hasThread = false
+}
+
+extension PurgerState {
+    /// Makes `event` the last one and keeps the history bounded.
+    mutating func record(_ event: PressureEvent) {
+        lastEvent = event
+        history.append(event)
+        if history.count > PurgerStatistics.historyLength { history.removeFirst() }
+    }
+}
+
+final class PurgerCore: @unchecked Sendable {
+    let configuration: Purger.Configuration
+    /// Monotonic nanoseconds (injectable for tests).
+    let clock: @Sendable () -> UInt64
+    let registry = PurgeRegistry()
+    let state = Mutex(PurgerState())
+    /// Serialises purge passes: two passes at once would both purge for the
+    /// same shortfall.
+    private let passLock = Mutex<Void>(())
+    let stopping = Atomic<Bool>(false)
+    /// Set when stop() ran on the purger's own thread: the loop then closes
+    /// the eventfd itself as it ends.
+    let detached = Atomic<Bool>(false)
+    /// The thread and its wake-up eventfd, set once by start().
+    private let lifecycle = Mutex<(thread: Kernel.Thread?, wakeFD: Int32)>((nil, -1))
+
+    init(_ configuration: Purger.Configuration, clock: @escaping @Sendable () -> UInt64) {
+        self.configuration = configuration
+        self.clock = clock
+    }
+
+    // MARK: - Purging
+
+    /// One purge pass: walks every unit, asks `target` how many bytes to
+    /// release given the total volatile bytes, and purges units in victim
+    /// order until that much is released. Records the pass under `cause`
+    /// unless the target was 0.
+    ///
+    /// - Returns: the bytes released.
+    @discardableResult
+    func purgePass(cause: PurgeCause, target: (Int) -> Int) -> Int {
+        passLock.withLock { _ -> Int in
+            // Everything stamped from now on is newer than what this pass sees.
+            RecencyClock.advance()
+            let objects = registry.snapshot()
+            var candidates: [(object: Int, unit: PurgeUnit)] = []
+            for (i, object) in objects.enumerated() {
+                object.forEachPurgeUnit { candidates.append((i, $0)) }
+            }
+            let total = candidates.reduce(0) { $0 + $1.unit.volatileBytes }
+            let want = target(total)
+            guard want > 0 else { return 0 }
+            var released = 0, units = 0
+            for c in VictimOrder.sorted(candidates, unit: \.unit) {
+                if released >= want { break }
+                released += objects[c.object].purge(unit: c.unit.id)
+                units += 1
+            }
+            state.withLock { s in
+                s.tallies[cause, default: PurgeTally()].purges += 1
+                s.tallies[cause, default: PurgeTally()].bytes += released
+                s.tallies[cause, default: PurgeTally()].units += units
+                s.purgedBytes += released
+            }
+            return released
+        }
+    }
+
+    /// Total volatile bytes of every registered unit, walked now.
+    func volatileBytes() -> Int {
+        var total = 0
+        for object in registry.snapshot() { object.forEachPurgeUnit { total += $0.volatileBytes } }
+        return total
+    }
+
+    /// Purges down to the budget if the volatile bytes exceed it.
+    func enforceBudget() {
+        guard let budget = configuration.budget else { return }
+        purgePass(cause: .budget) { total in total > budget ? total - budget : 0 }
+    }
+
+    // MARK: - Pressure
+
+    /// Reacts to one pressure event delivered at `deliveredAt` (monotonic
+    /// ns): critical purges everything; moderate purges down to half the
+    /// budget (without one, `moderateFraction` of the purgeable bytes),
+    /// unless a moderate or critical reaction ran less than
+    /// `moderateInterval` before (debounced).
+    func handlePressure(_ level: MemoryPressureLevel, source: PressureSourceKind, path: String, deliveredAt: UInt64) {
+        let wall = Kernel.wallClockNanoseconds()
+        let debounce = configuration.moderateInterval.nanoseconds
+        let sequence: Int? = state.withLock { s in
+            s.events += 1
+            s.eventSequence += 1
+            var event = PressureEvent(
+                source: source, sourcePath: path, level: level, monotonicNanoseconds: deliveredAt,
+                wallClockNanoseconds: wall, outcome: .pending, reactionNanoseconds: nil)
+            if level == .moderate, let last = s.lastModerateReaction, deliveredAt >= last, deliveredAt - last < debounce {
+                s.debounced += 1
+                event.outcome = .debounced
+                s.record(event)
+                return nil
+            }
+            s.lastModerateReaction = deliveredAt
+            s.record(event)
+            return s.eventSequence
+        }
+        guard let sequence else { return }
+        let released: Int
+        switch level {
+        case .critical:
+            released = purgePass(cause: .criticalPressure) { _ in .max }
+        case .moderate:
+            let budget = configuration.budget, fraction = configuration.moderateFraction
+            released = purgePass(cause: .moderatePressure) { total in
+                if let budget { return max(0, total - budget / 2) }
+                return Int((Double(total) * fraction).rounded(.up))
+            }
+        }
+        let end = clock()
+        let reaction = end >= deliveredAt ? end - deliveredAt : 0
+        state.withLock { s in
+            s.maxReaction = max(s.maxReaction ?? 0, reaction)
+            // Update the event's record, in the history too, unless newer
+            // events pushed it out meanwhile.
+            let age = s.eventSequence - sequence
+            if age < s.history.count {
+                s.history[s.history.count - 1 - age].outcome = .purged(bytes: released)
+                s.history[s.history.count - 1 - age].reactionNanoseconds = reaction
+            }
+            s.lastEvent = s.history.last
+        }
+    }
+
+    // MARK: - Statistics
+
+    func statistics() -> PurgerStatistics {
+        let objects = registry.snapshot()
+        var volatile = 0
+        for object in objects { object.forEachPurgeUnit { volatile += $0.volatileBytes } }
+        return state.withLock { s in
+            PurgerStatistics(
+                registeredObjects: objects.count, volatileBytes: volatile, purgedBytes: s.purgedBytes,
+                budget: configuration.budget, purges: s.tallies, pressureEvents: s.events,
+                debouncedEvents: s.debounced, lastPressureEvent: s.lastEvent, recentPressureEvents: s.history,
+                maxReactionNanoseconds: s.maxReaction,
+                source: PressureSourceStatus(active: s.active, notes: s.notes, sourcesLost: s.sourcesLost),
+                hasThread: s.hasThread)
+        }
+    }
+
+    func note(_ text: String) { state.withLock { $0.notes.append(text) } }
+
+    // MARK: - Lifecycle
+
+    /// Opens the first source that opens and starts the thread if there is
+    /// a source or a budget.
+    func start(_ host: some HostView) throws(VRangeError) {
+        var specs: [PressureSourceSpec] = []
+        switch configuration.pressureSources {
+        case .automatic:
+            let plan = SourceDetection.plan(host, configuration.detectionSettings)
+            specs = plan.sources
+            state.withLock { $0.notes += plan.notes }
+        case .none:
+            break
+        case .only(let list):
+            specs = list
+        }
+        let sources = SourceChain(specs, core: self)
+        guard sources.current != nil || configuration.budget != nil else { return }
+        let wakeFD: Int32
+        do { wakeFD = try Kernel.eventFD() } catch {
+            sources.closeAll()
+            throw .system(error)
+        }
+        let loop = PurgerLoop(core: self, sources: sources, wakeFD: wakeFD)
+        do {
+            let thread = try Kernel.Thread(name: "vrange-purger") { loop.run() }
+            lifecycle.withLock { $0 = (thread, wakeFD) }
+            state.withLock { $0.hasThread = true }
+        } catch {
+            sources.closeAll()
+            Kernel.close(fd: wakeFD)
+            throw .system(error)
+        }
+    }
+
+    /// Wakes the thread (a budget check follows). No-op without one or
+    /// after stop(). Writes under the lock, so that the descriptor cannot be
+    /// closed (and its number reused) meanwhile.
+    func wake() {
+        lifecycle.withLock { if $0.wakeFD >= 0 { try? Kernel.eventFDWrite($0.wakeFD) } }
+    }
+
+    /// Stops and joins the thread; idempotent. From the purger's own thread
+    /// (a registered object that owned the Purger was freed by a pass) it
+    /// only asks the loop to end and detaches it.
+    func stop() {
+        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        guard let thread = lifecycle.withLock({ $0.thread }) else { return }
+        if thread.isCurrent {
+            // The loop sees `stopping` when this pass returns, closes its
+            // source and, being detached, the eventfd.
+            lifecycle.withLock { $0.wakeFD = -1 }
+            detached.store(true, ordering: .releasing)
+            thread.detach()
+        } else {
+            wake()
+            thread.join()
+            // Only now, with the loop gone: close the eventfd.
+            lifecycle.withLock { l in
+                Kernel.close(fd: l.wakeFD)
+                l.wakeFD = -1
+            }
+        }
+        state.withLock { $0.hasThread = false }
+    }
+}

@@ -1,0 +1,150 @@
+// The purger's one background thread: polls the pressure source's
+// descriptors and an eventfd that wakes it (registration, budget check,
+// shutdown), runs the source's timer, advances RecencyClock every tick and
+// keeps the budget. A source that vanishes is replaced by the next one.
+
+/// The ordered sources a purger may watch, and the one open now. Owned by
+/// whoever runs it: start-up, then the background thread alone.
+final class SourceChain: @unchecked Sendable {
+    private(set) var current: (any PressureSource)?
+    private var pending: ArraySlice<PressureSourceSpec>
+    private unowned let core: PurgerCore
+
+    /// Opens the first of `specs` that opens.
+    init(_ specs: [PressureSourceSpec], core: PurgerCore) {
+        pending = specs[...]
+        self.core = core
+        current = openNext()
+    }
+
+    /// Opens the next pending source, noting each failure; records the
+    /// active one (nil when none is left).
+    private func openNext() -> (any PressureSource)? {
+        while let spec = pending.popFirst() {
+            do {
+                let source = try open(spec)
+                core.state.withLock { s in
+                    s.active = spec
+                    s.notes += source.notes
+                }
+                return source
+            } catch {
+                core.note("\(spec): could not be opened: \(describeOpenFailure(error)); trying the next source")
+            }
+        }
+        core.state.withLock { $0.active = nil }
+        return nil
+    }
+
+    private func open(_ spec: PressureSourceSpec) throws(VRangeError) -> any PressureSource {
+        let c = core.configuration
+        switch spec {
+        case .systemdWatch: return try SystemdWatchSource(spec)
+        case .psi: return try PSISource(spec)
+        case .cgroupV1:
+            let physical = (try? MemInfo.parse(readSourceFile("/proc/meminfo")).total) ?? .max
+            return try CgroupV1Source(spec, thresholds: c.thresholds,
+                                      headroomIntervalMilliseconds: c.cgroupHeadroomInterval.milliseconds,
+                                      physicalMemory: physical)
+        case .cgroupV2:
+            return try CgroupV2Source(spec, thresholds: c.thresholds,
+                                      headroomIntervalMilliseconds: c.cgroupHeadroomInterval.milliseconds)
+        case .memAvailable: return try MemAvailableSource(spec, thresholds: c.thresholds)
+        }
+    }
+
+    /// The current source vanished: closes it, notes why, opens the next.
+    func replace(because reason: String) {
+        guard let gone = current else { return }
+        gone.close()
+        current = nil
+        core.state.withLock { s in
+            s.sourcesLost += 1
+            s.notes.append("\(gone.spec) vanished: \(reason)")
+        }
+        current = openNext()
+        core.note(current.map { "now watching \($0.spec)" } ?? "no pressure source left")
+    }
+
+    func closeAll() {
+        current?.close()
+        current = nil
+    }
+}
+
+/// The background thread's loop.
+final class PurgerLoop: @unchecked Sendable {
+    private let core: PurgerCore
+    private let sources: SourceChain
+    private let wakeFD: Int32
+
+    init(core: PurgerCore, sources: SourceChain, wakeFD: Int32) {
+        self.core = core
+        self.sources = sources
+        self.wakeFD = wakeFD
+    }
+
+    func run() {
+        let tick = core.configuration.tick.nanoseconds
+        var now = Kernel.monotonicNanoseconds()
+        var nextTick = now &+ tick
+        var nextTimer = timerDeadline(after: now)
+        while !core.stopping.load(ordering: .acquiring) {
+            var requests = [Kernel.PollRequest(fd: wakeFD, events: [.input])] + (sources.current?.pollRequests ?? [])
+            now = Kernel.monotonicNanoseconds()
+            let deadline = min(nextTick, nextTimer ?? .max)
+            let timeout = deadline <= now ? 0 : Int32(clamping: (deadline - now + 999_999) / 1_000_000)
+            do { _ = try Kernel.poll(&requests, timeoutMilliseconds: timeout) } catch {
+                core.note("poll failed: \(describe(error)); retrying after a tick")
+                Kernel.sleep(nanoseconds: tick)
+                continue
+            }
+            let woke = core.clock()
+            var checkBudget = false
+            if requests[0].returned.contains(.input) {
+                _ = try? Kernel.eventFDRead(wakeFD)
+                if core.stopping.load(ordering: .acquiring) { break }
+                checkBudget = true
+            }
+            if let source = sources.current {
+                let returned = requests.dropFirst().map(\.returned)
+                if returned.contains(where: { !$0.isEmpty }) {
+                    process(source.handle(Array(returned)), from: source, at: woke)
+                    // A replacement source brings its own timer (or none).
+                    if sources.current !== source { nextTimer = timerDeadline(after: Kernel.monotonicNanoseconds()) }
+                }
+            }
+            now = Kernel.monotonicNanoseconds()
+            if let due = nextTimer, now >= due, let source = sources.current {
+                process(source.timerFired(), from: source, at: core.clock())
+                now = Kernel.monotonicNanoseconds()
+                nextTimer = timerDeadline(after: now)
+            }
+            if now >= nextTick {
+                RecencyClock.advance()
+                nextTick = now &+ tick
+                checkBudget = true
+            }
+            if checkBudget { core.enforceBudget() }
+        }
+        sources.closeAll()
+        // Normally stop() closes the eventfd after joining this thread; a
+        // detached loop (stopped from this very thread) closes it itself.
+        if core.detached.load(ordering: .acquiring) { Kernel.close(fd: wakeFD) }
+    }
+
+    private func timerDeadline(after now: UInt64) -> UInt64? {
+        sources.current?.timerMilliseconds.map { now &+ UInt64($0) &* 1_000_000 }
+    }
+
+    private func process(_ report: SourceReport, from source: any PressureSource, at time: UInt64) {
+        switch report {
+        case .quiet:
+            break
+        case .pressure(let level):
+            core.handlePressure(level, source: source.spec.kind, path: source.spec.path, deliveredAt: time)
+        case .gone(let reason):
+            sources.replace(because: reason)
+        }
+    }
+}
