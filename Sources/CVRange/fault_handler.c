@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -37,7 +38,12 @@ static int fill_page(const vr_region_info *r, uintptr_t page) {
   if (r->mechanism == VR_MECHANISM_USERFAULTFD) {
     size_t filled;
     int fd = atomic_load_explicit(&vr_uffd_fd, memory_order_acquire);
-    e = fd >= 0 ? vr_uffd_zeropage_pages(fd, (void *)page, r->page_size, r->page_size, &filled) : EBADF;
+    if (fd < 0)
+      e = EBADF;
+    else if (r->zero_source)  // hugetlbfs: no zero page
+      e = vr_uffd_copy(fd, (void *)page, r->zero_source, r->page_size);
+    else
+      e = vr_uffd_zeropage_pages(fd, (void *)page, r->page_size, r->page_size, &filled);
   } else {
     e = mprotect((void *)page, r->page_size, PROT_READ | PROT_WRITE) == 0 ? 0 : errno;
     if (e == ENOMEM) {
@@ -62,6 +68,20 @@ static void rediscard(const vr_region_info *r, uintptr_t page) {
   vr_page_cas(r, page, VR_STATE_LOCKED, VR_STATE_PURGED);
 }
 
+// How long a fault waits for a shared file's page lock before it takes the
+// locker for dead.
+enum { SHARED_LOCK_PATIENCE_MS = 200 };
+
+// Whether a wait that began at *since (0: now) has lasted longer than
+// SHARED_LOCK_PATIENCE_MS. clock_gettime is async-signal-safe.
+static int lock_outlived(int64_t *since) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  if (*since == 0) *since = now;
+  return now - *since > SHARED_LOCK_PATIENCE_MS;
+}
+
 // What a fault on a registered page means, by the page's state. Returns 1 to
 // resume the access, 0 to raise SIGBUS.
 //  - in this thread's settling pass (its own locked pages): a reclaimed page;
@@ -82,13 +102,21 @@ static int handle_page(const vr_region_info *r, int index, uintptr_t page) {
     return 1;
   }
   int kernel_driven = r->flags & VR_REGION_KERNEL_DRIVEN;
+  int64_t waited_since = 0;
   for (;;) {
     int state = vr_page_state(r, page);
     VR_HOOK(VR_HOOK_HANDLER_STATE_LOADED, page);
     if (state == VR_STATE_LOCKED) {
       VR_HOOK(VR_HOOK_HANDLER_WAITING, page);
-      sched_yield();
-      continue;
+      if (!(r->flags & VR_REGION_SHARED) || !lock_outlived(&waited_since)) {
+        sched_yield();
+        continue;
+      }
+      // A shared file's page locked this long: its purger (another
+      // process) most likely died holding it. The page is missing, so it
+      // was punched: treat it as purged. The next purge lock taken anywhere
+      // completes that purge (an access punches its pages again under it).
+      state = VR_STATE_PURGED;
     }
     if (state == VR_STATE_VOLATILE && kernel_driven) {
       // The page was missing when it faulted: the kernel reclaimed it.

@@ -180,6 +180,15 @@ int vr_uffd_zeropage_pages(int fd, void *start, size_t length, size_t page_size,
   return 0;
 }
 
+int vr_uffd_copy(int fd, void *start, const void *source, size_t length) {
+  for (;;) {
+    struct uffdio_copy c = {.dst = (uintptr_t)start, .src = (uintptr_t)source, .len = length, .mode = 0};
+    if (ioctl(fd, UFFDIO_COPY, &c) == 0) return 0;
+    if (errno == EEXIST) return 0;
+    if (errno != EAGAIN && errno != EINTR) return errno;
+  }
+}
+
 int vr_uffd_zeropage(int fd, void *start, size_t length, size_t *filled_out) {
   return vr_uffd_zeropage_pages(fd, start, length, (size_t)sysconf(_SC_PAGESIZE), filled_out);
 }

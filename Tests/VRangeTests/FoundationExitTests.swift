@@ -461,3 +461,44 @@ func spawnAndWait(_ argv: [String], environment: [String]) -> Int32 {
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
     return status
 }
+
+/// A shared file's page locked by a purger that died after punching it (as
+/// a SIGKILLed process leaves it): an access in another process that
+/// touches it must not wait for ever in the fault handler. After a bounded
+/// wait the handler treats the page as purged; the access reports it, and
+/// the next purge lock taken completes the dead purge.
+func accessOnAPageADeadPurgerLocked() -> Int32 {
+    dieIfHung(after: 20)
+    guard let f = try? VolatileFile(byteCount: 4 * page), let m = try? f.map(), m.faultMechanism == .userfaultfd else { return 10 }
+    for p in 0..<4 { m.bytes[p * page] = UInt8(p + 1) }
+    guard (try? f.markVolatile(bytes(1..<2))) != nil else { return 11 }
+    // The access passes its pre-check; then what a purger does up to its
+    // death (intent, lock, punch); then the body touches the page.
+    arm(0, Int32(VR_HOOK_ACCESS_AFTER_PRECHECK), set: Flag.a, waitAny: Flag.b, times: 1)
+    let seen = Atomic<Int>(-1)
+    let reader = TestThread {
+        let r = try? m.withVolatileAccess(bytes(1..<2)) { $0[0] }
+        seen.store(r == .purged ? 1 : 0, ordering: .relaxed)
+    }
+    guard waitForFlags(Flag.a) else { return 18 }
+    f.sidecar.control.beginLocking(1..<2, pid: 999_999)
+    guard f.lock(word: 0, present: 1 << 2) == 1 << 2 else { return 12 }
+    f.sidecar.control.beginPunching(1..<2)
+    guard (try? Kernel.punchHole(fd: f.descriptors.data, offset: page, length: page)) != nil else { return 13 }
+    let t0 = monotonicSeconds()
+    vr_test_hook_set_flags(Flag.b)
+    reader.join()
+    let waited = monotonicSeconds() - t0
+    if seen.load(ordering: .relaxed) != 1 { return 14 }
+    if waited > 5 || waited < 0.15 { return 15 }  // bounded, and it did wait
+    guard let result = try? f.markNonVolatile(bytes(0..<4)), result.purgedRanges == [bytes(1..<2)] else { return 16 }
+    if m.bytes[0] != 1 || m.bytes[page] != 0 || m.bytes[2 * page] != 3 { return 17 }
+    return 0
+}
+
+@Suite("Shared files, a dead purger's lock", .serialized) struct DeadPurgerLockTests {
+    @Test func anAccessDoesNotWaitForEverOnAPageADeadPurgerLocked() async throws {
+        try #require(userfaultfdAvailable, "userfaultfd unavailable: a shared mapping then uses mprotect, which never waits in the handler")
+        await #expect(processExitsWith: .success) { _exit(accessOnAPageADeadPurgerLocked()) }
+    }
+}

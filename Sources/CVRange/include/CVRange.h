@@ -74,6 +74,9 @@ int vr_uffd_zeropage(int fd, void *start, size_t length, size_t *filled_out);
 /// The same with the page size given (async-signal-safe: no sysconf).
 int vr_uffd_zeropage_pages(int fd, void *start, size_t length, size_t page_size,
                            size_t *filled_out);
+/// UFFDIO_COPY of `length` bytes from `source` to the missing page(s) at
+/// `start` (EEXIST, the page present already, counts as done).
+int vr_uffd_copy(int fd, void *start, const void *source, size_t length);
 
 /// The process-wide userfaultfd, opened on first use and kept at a high
 /// descriptor number (F_DUPFD_CLOEXEC), out of the way of programs that
@@ -136,6 +139,10 @@ typedef struct {
   /// once the chunk is registered (see vr_region_register_chunks).
   uint64_t *chunks;
   size_t chunk_pages;
+  /// Where UFFDIO_ZEROPAGE does not work (hugetlbfs): `page_size` readable
+  /// bytes of zeros that the handler fills a page from (UFFDIO_COPY); NULL
+  /// elsewhere.
+  const void *zero_source;
   int mechanism;  // VR_MECHANISM_*
   int flags;      // VR_REGION_*
 } vr_region_info;

@@ -1,5 +1,6 @@
 // Optimistic access to a file mapping: read volatile pages without pinning
 // them, and get "purged" as a value instead of SIGBUS.
+import CVRange
 import Synchronization
 
 extension FileMapping {
@@ -27,6 +28,7 @@ extension FileMapping {
         let generation = content.generationSum(p)
         if content.anyDiscarded(in: p) || (!isPrivate && marks.anyLost(in: p)) { return .purged }
         let start = UnsafeRawPointer(baseAddress + range.lowerBound)
+        TestHook.fire(Int32(VR_HOOK_ACCESS_AFTER_PRECHECK), start)
         guard Kernel.FaultTable.beginScope(slot: handlerSlot, base: start, length: range.count) else {
             throw .accessNestingTooDeep
         }

@@ -58,6 +58,9 @@ public final class FileMapping: @unchecked Sendable {
     /// count of pages that lost SIGBUS coverage, and a one-word chunk bitmap
     /// (the whole mapping is one chunk, registered at once).
     let handlerMetadata: UnsafeMutablePointer<UInt64>
+    /// Huge pages (no userfaultfd zero page there): one page of zeros, never
+    /// written (it costs no memory), that the handler copies into a page.
+    let zeroSource: UnsafeMutableRawPointer?
     let forkGeneration: UInt64
     private let closedFlag = Atomic<Bool>(false)
 
@@ -98,10 +101,17 @@ public final class FileMapping: @unchecked Sendable {
         let metadata = UnsafeMutablePointer<UInt64>.allocate(capacity: 2)
         metadata.initialize(repeating: 0, count: 2)
         cleanup.append { metadata.deallocate() }
+        var zeroSource: UnsafeMutableRawPointer?
+        if file.isHugePageBacked && mechanism == .userfaultfd {
+            do { zeroSource = try Kernel.mapAnonymousUnlocked(length: file.pageSize) } catch { throw fail(.system(error)) }
+            let z = zeroSource!
+            cleanup.append { try? Kernel.unmap(z, length: file.pageSize) }
+        }
         do {
             handlerSlot = try Self.registerWithHandler(
                 base: mapped, length: length, pageSize: file.pageSize, sidecar: file.sidecar,
-                firstWord: aligned / VolatilityMap.pagesPerWord, mechanism: mechanism, metadata: metadata)
+                firstWord: aligned / VolatilityMap.pagesPerWord, mechanism: mechanism, metadata: metadata,
+                zeroSource: zeroSource)
         } catch { throw fail(error) }
         cleanup.append { Kernel.FaultTable.unregister(slot: handlerSlot) }
 
@@ -119,6 +129,7 @@ public final class FileMapping: @unchecked Sendable {
         self.alignedFirstPage = aligned
         self.handlerSlot = handlerSlot
         self.handlerMetadata = metadata
+        self.zeroSource = zeroSource
         self.forkGeneration = vr_fork_generation()
 
         if mechanism == .mprotect {
@@ -139,7 +150,8 @@ public final class FileMapping: @unchecked Sendable {
     /// that a fork child or a lost descriptor registers it again.
     static func registerWithHandler(
         base: UnsafeMutableRawPointer, length: Int, pageSize: Int, sidecar: Sidecar,
-        firstWord: Int, mechanism: FaultMechanism, metadata: UnsafeMutablePointer<UInt64>
+        firstWord: Int, mechanism: FaultMechanism, metadata: UnsafeMutablePointer<UInt64>,
+        zeroSource: UnsafeMutableRawPointer? = nil
     ) throws(VRangeError) -> Int32 {
         let pageCount = length / pageSize
         metadata[1] = mechanism == .userfaultfd ? 1 : 0
@@ -147,7 +159,8 @@ public final class FileMapping: @unchecked Sendable {
             base: base, length: length, pageSize: pageSize,
             words: sidecar.content.rawWords + firstWord, generations: sidecar.content.rawGenerations + firstWord,
             coverageLost: metadata, chunks: metadata + 1, chunkPages: max(pageCount, 1),
-            mechanism: mechanism == .userfaultfd ? .userfaultfd : .mprotect, kernelDriven: false, shared: true)
+            mechanism: mechanism == .userfaultfd ? .userfaultfd : .mprotect, kernelDriven: false, shared: true,
+            zeroSource: zeroSource.map { UnsafeRawPointer($0) })
         do { return try Kernel.FaultTable.register(region) } catch {
             throw error.errno == ENOSPC ? .tooManyRegions(limit: VolatileRegion.maxRegions) : .system(error)
         }
@@ -163,6 +176,7 @@ public final class FileMapping: @unchecked Sendable {
         Kernel.FaultTable.unregister(slot: handlerSlot)
         try? Kernel.unmap(mappedBase, length: mappedLength)
         handlerMetadata.deallocate()
+        if let z = zeroSource { try? Kernel.unmap(z, length: file.pageSize) }
         guard vr_fork_generation() == forkGeneration else { return }
         file.mappings.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }
         file.releaseSlot(slot)

@@ -26,12 +26,14 @@ extension Kernel {
             /// A mapping of a shared file: its page states live in a sidecar
             /// that other processes change too.
             var shared: Bool = false
+            /// hugetlbfs: `pageSize` bytes of zeros to fill pages from.
+            var zeroSource: UnsafeRawPointer? = nil
 
             var info: vr_region_info {
                 vr_region_info(
                     base: base, length: length, page_size: pageSize, map: words,
                     generations: generations, coverage_lost: coverageLost,
-                    chunks: chunks, chunk_pages: chunkPages, mechanism: mechanism.rawValue,
+                    chunks: chunks, chunk_pages: chunkPages, zero_source: zeroSource, mechanism: mechanism.rawValue,
                     flags: (kernelDriven ? Int32(VR_REGION_KERNEL_DRIVEN) : 0) | (shared ? Int32(VR_REGION_SHARED) : 0))
             }
 
