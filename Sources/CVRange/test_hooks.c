@@ -12,14 +12,16 @@
 
 enum { RULES = 16 };
 
+// Every field is atomic: a rule is re-armed while other threads may be
+// reading it (relaxed loads; the seq_cst store of `point` publishes it).
 typedef struct {
   _Atomic int point;  // 0: unused
-  uintptr_t arg;
-  pid_t tid;
-  int yields;
-  uint64_t set_flags;
-  uint64_t wait_any;
-  int deadline_ms;
+  _Atomic uintptr_t arg;
+  _Atomic pid_t tid;
+  _Atomic int yields;
+  _Atomic uint64_t set_flags;
+  _Atomic uint64_t wait_any;
+  _Atomic int deadline_ms;
   _Atomic int times;
 } hook_rule;
 
@@ -41,12 +43,12 @@ void vr_test_hook_arm(int index, int point, uintptr_t arg, pid_t tid, int yields
   if (index < 0 || index >= RULES) return;
   hook_rule *r = &rules[index];
   atomic_store(&r->point, 0);
-  r->arg = arg;
-  r->tid = tid;
-  r->yields = yields;
-  r->set_flags = set_flags;
-  r->wait_any = wait_any;
-  r->deadline_ms = deadline_ms;
+  atomic_store_explicit(&r->arg, arg, memory_order_relaxed);
+  atomic_store_explicit(&r->tid, tid, memory_order_relaxed);
+  atomic_store_explicit(&r->yields, yields, memory_order_relaxed);
+  atomic_store_explicit(&r->set_flags, set_flags, memory_order_relaxed);
+  atomic_store_explicit(&r->wait_any, wait_any, memory_order_relaxed);
+  atomic_store_explicit(&r->deadline_ms, deadline_ms, memory_order_relaxed);
   atomic_store(&r->times, times);
   atomic_store(&r->point, point);  // seq_cst: publishes the rule
 }
@@ -78,10 +80,12 @@ void vr_test_hook_fire(int point, uintptr_t arg) {
   for (int i = 0; i < RULES; i++) {
     hook_rule *r = &rules[i];
     if (atomic_load(&r->point) != point) continue;
-    if (r->arg != 0 && r->arg != arg) continue;
-    if (r->tid != 0) {
+    uintptr_t want = atomic_load_explicit(&r->arg, memory_order_relaxed);
+    if (want != 0 && want != arg) continue;
+    pid_t only = atomic_load_explicit(&r->tid, memory_order_relaxed);
+    if (only != 0) {
       if (tid == 0) tid = vr_gettid();
-      if (r->tid != tid) continue;
+      if (only != tid) continue;
     }
     int left = atomic_load(&r->times);
     for (;;) {
@@ -89,11 +93,14 @@ void vr_test_hook_fire(int point, uintptr_t arg) {
       if (left < 0 || atomic_compare_exchange_weak(&r->times, &left, left - 1)) break;
     }
     if (left == 0) continue;
-    for (int y = 0; y < r->yields; y++) sched_yield();
-    if (r->set_flags) atomic_fetch_or(&flags, r->set_flags);
-    if (r->wait_any) {
-      int64_t deadline = now_ms() + r->deadline_ms;
-      while (!(atomic_load(&flags) & r->wait_any)) {
+    int yields = atomic_load_explicit(&r->yields, memory_order_relaxed);
+    uint64_t set = atomic_load_explicit(&r->set_flags, memory_order_relaxed);
+    uint64_t wait_any = atomic_load_explicit(&r->wait_any, memory_order_relaxed);
+    for (int y = 0; y < yields; y++) sched_yield();
+    if (set) atomic_fetch_or(&flags, set);
+    if (wait_any) {
+      int64_t deadline = now_ms() + atomic_load_explicit(&r->deadline_ms, memory_order_relaxed);
+      while (!(atomic_load(&flags) & wait_any)) {
         if (now_ms() > deadline) {
           atomic_fetch_add(&timeouts, 1);
           break;

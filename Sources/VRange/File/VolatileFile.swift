@@ -29,20 +29,20 @@ public final class VolatileFile: @unchecked Sendable {
 
     let sidecar: Sidecar
     let geometry: PageGeometry
-    let state: Mutex<ProcessState>
+    let state: Locked<ProcessState>
     /// Serializes this process's purges (the OFD lock serializes processes').
-    let purgeMutex = Mutex<Void>(())
+    let purgeMutex = Locked<Void>(())
     /// Serializes this process's claims and reclaims of mapper slots.
-    let slotMutex = Mutex<Void>(())
+    let slotMutex = Locked<Void>(())
     let closedFlag = Atomic<Bool>(false)
     let lastMarkedVolatile = Atomic<UInt64>(0)
     let priorityRaw: Atomic<Int>
     let punchFailureCount = Atomic<Int>(0)
-    let mappings = Mutex<[ObjectIdentifier: WeakMapping]>([:])
+    let mappings = Locked<[ObjectIdentifier: WeakMapping]>([:])
     private let sidecarLength: Int
     #if DEBUG
     /// Test-only interleaving hook (debug builds): see FileTestHooks.swift.
-    let testHook = Mutex<(@Sendable (FileHookPoint) -> Void)?>(nil)
+    let testHook = Locked<(@Sendable (FileHookPoint) -> Void)?>(nil)
     #endif
 
     var layout: SidecarLayout { sidecar.layout }
@@ -149,7 +149,7 @@ public final class VolatileFile: @unchecked Sendable {
         self.maxMappers = layout.slotCount
         self.descriptors = descriptors
         self.geometry = PageGeometry(size: layout.dataSize, pageSize: layout.pageSize)
-        self.state = Mutex(ProcessState(liveness: liveness))
+        self.state = Locked(ProcessState(liveness: liveness))
         self.priorityRaw = Atomic(priority.rawValue)
     }
 

@@ -9,7 +9,7 @@ struct WeakPurgeable {
 }
 
 final class PurgeRegistry: Sendable {
-    private let entries = Mutex<[WeakPurgeable]>([])
+    private let entries = Locked<[WeakPurgeable]>([])
 
     /// Adds `object` unless it is already registered. Returns whether added.
     func add(_ object: any PurgeableMemory) -> Bool {

@@ -36,16 +36,16 @@ final class PurgerCore: @unchecked Sendable {
     /// Monotonic nanoseconds (injectable for tests).
     let clock: @Sendable () -> UInt64
     let registry = PurgeRegistry()
-    let state = Mutex(PurgerState())
+    let state = Locked(PurgerState())
     /// Serialises purge passes: two passes at once would both purge for the
     /// same shortfall.
-    private let passLock = Mutex<Void>(())
+    private let passLock = Locked<Void>(())
     let stopping = Atomic<Bool>(false)
     /// Set when stop() ran on the purger's own thread: the loop then closes
     /// the eventfd itself as it ends.
     let detached = Atomic<Bool>(false)
     /// The thread and its wake-up eventfd, set once by start().
-    private let lifecycle = Mutex<(thread: Kernel.Thread?, wakeFD: Int32)>((nil, -1))
+    private let lifecycle = Locked<(thread: Kernel.Thread?, wakeFD: Int32)>((nil, -1))
 
     init(_ configuration: Purger.Configuration, clock: @escaping @Sendable () -> UInt64) {
         self.configuration = configuration

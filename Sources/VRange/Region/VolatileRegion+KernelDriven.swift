@@ -50,14 +50,16 @@ extension VolatileRegion {
     func markVolatileKernelDriven(_ pages: Range<Int>) {
         let registration = ensureRegistration()
         map.lockedRuns(in: pages, select: { word, _ in VolatilityMap.pages(in: word, .nonVolatile) }, release: .volatile) { run in
-            let bytes = geometry.bytes(run)
-            do throws(SystemError) {
-                guard registration.registered else { throw SystemError(call: "userfaultfd", errno: EBADF) }
-                try Kernel.FaultTable.registerChunks(slot: slot, pages: run)
-                try Kernel.advise(baseAddress + bytes.lowerBound, length: bytes.count, .free)
-            } catch {
-                // The pages stay volatile; only the library can purge them.
-                lazyFreeFailureCount.add(1, ordering: .relaxed)
+            changingMappings {
+                let bytes = geometry.bytes(run)
+                do throws(SystemError) {
+                    guard registration.registered else { throw SystemError(call: "userfaultfd", errno: EBADF) }
+                    try Kernel.FaultTable.registerChunks(slot: slot, pages: run)
+                    try Kernel.advise(baseAddress + bytes.lowerBound, length: bytes.count, .free)
+                } catch {
+                    // The pages stay volatile; only the library can purge them.
+                    lazyFreeFailureCount.add(1, ordering: .relaxed)
+                }
             }
         }
     }

@@ -26,24 +26,27 @@ extension VolatileRegion {
     }
 
     /// Discards a run of pages this thread has locked (state `.locked`).
+    /// Does nothing once the region is closed (its memory is replaced).
     func discard(_ pages: Range<Int>) {
-        let bytes = geometry.bytes(pages)
-        let start = baseAddress + bytes.lowerBound
-        TestHook.fire(Int32(VR_HOOK_DISCARD), start)
-        if faultMechanism == .userfaultfd {
-            // A discarded page must fault: its chunk must be registered.
-            do { try Kernel.FaultTable.registerChunks(slot: slot, pages: pages) } catch {
-                registrationFailureCount.add(1, ordering: .relaxed)
+        changingMappings {
+            let bytes = geometry.bytes(pages)
+            let start = baseAddress + bytes.lowerBound
+            TestHook.fire(Int32(VR_HOOK_DISCARD), start)
+            if faultMechanism == .userfaultfd {
+                // A discarded page must fault: its chunk must be registered.
+                do { try Kernel.FaultTable.registerChunks(slot: slot, pages: pages) } catch {
+                    registrationFailureCount.add(1, ordering: .relaxed)
+                }
+            } else {
+                // Protect first, so that no access can slip in between the
+                // discard and the protection and read zeros without a fault.
+                do { try Kernel.protect(start, length: bytes.count, .none) } catch {
+                    protectFailureCount.add(1, ordering: .relaxed)
+                }
             }
-        } else {
-            // Protect first, so that no access can slip in between the discard
-            // and the protection and read zeros without a fault.
-            do { try Kernel.protect(start, length: bytes.count, .none) } catch {
-                protectFailureCount.add(1, ordering: .relaxed)
+            do { try Kernel.discard(start, length: bytes.count) } catch {
+                preconditionFailure("VRange: MADV_DONTNEED on a region's own pages failed: \(error)")
             }
-        }
-        do { try Kernel.discard(start, length: bytes.count) } catch {
-            preconditionFailure("VRange: MADV_DONTNEED on a region's own pages failed: \(error)")
         }
     }
 

@@ -37,6 +37,10 @@ public final class VolatileRegion: @unchecked Sendable {
     let handlerRegion: Kernel.FaultTable.Region
     private let metadata: UnsafeMutableRawPointer
     private let closedFlag = Atomic<Bool>(false)
+    /// Operations in flight that change the region's mappings (discards,
+    /// protections, userfaultfd registration): close() waits for them, so
+    /// that none of them acts on the memory that replaces the region's.
+    private let mappingChanges = Atomic<Int>(0)
     /// The size the mark fast paths validate ranges against: `size` while
     /// they may run, 0 when every mark must take the slow path (kernel-driven
     /// mode, or closed), so that no range passes. One load, folded into the
@@ -179,15 +183,21 @@ public final class VolatileRegion: @unchecked Sendable {
     /// Releases the region's memory now. Idempotent; every later operation
     /// throws `.closed`.
     ///
-    /// Safe against operations racing on other threads: the region leaves
-    /// the fault handler's table, and its pages are replaced at once by an
-    /// empty mapping that the region keeps reserved, with its bookkeeping,
-    /// until it is deinitialized. An operation already past its closed check
-    /// completes on that memory and touches nothing that belongs to anyone
-    /// else; an access body running meanwhile reads zeros.
+    /// Safe against operations racing on other threads: once the discards
+    /// and protections in flight are done (later ones do nothing), the
+    /// region's pages are replaced by an empty mapping that the region keeps
+    /// reserved, with its bookkeeping, until it is deinitialized, and the
+    /// region leaves the fault handler's table. An operation already past its
+    /// closed check completes on that memory and touches nothing that
+    /// belongs to anyone else; an access body running meanwhile reads zeros.
     public func close() {
-        guard !closedFlag.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        guard !closedFlag.exchange(true, ordering: .sequentiallyConsistent) else { return }
         fastSize.store(0, ordering: .sequentiallyConsistent)
+        // Either a change in flight sees the flag, or this sees its count.
+        while mappingChanges.load(ordering: .sequentiallyConsistent) != 0 {
+            TestHook.fire(Int32(VR_HOOK_CLOSE_WAITING), UnsafeRawPointer(baseAddress))
+            Kernel.yield()
+        }
         // Replace first, then leave the handler's table: a racing access that
         // faults meanwhile is resumed by the handler and reads zeros.
         Kernel.FaultTable.closing(slot: slot)
@@ -208,6 +218,17 @@ public final class VolatileRegion: @unchecked Sendable {
 
     /// Whether `close()` was called.
     public var isClosed: Bool { closedFlag.load(ordering: .relaxed) }
+
+    /// Runs `change` (a discard, a protection, a registration: anything that
+    /// changes the region's mappings) unless the region is closed, in which
+    /// case it does nothing: the memory is being, or has been, replaced.
+    @inline(__always)
+    func changingMappings(_ change: () -> Void) {
+        mappingChanges.add(1, ordering: .sequentiallyConsistent)
+        defer { mappingChanges.subtract(1, ordering: .sequentiallyConsistent) }
+        if closedFlag.load(ordering: .sequentiallyConsistent) { return }
+        change()
+    }
 
     @inline(__always)
     func checkOpen() throws(VRangeError) {
