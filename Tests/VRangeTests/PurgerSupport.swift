@@ -110,10 +110,16 @@ func temporaryFile(_ text: String, name: String = "vrange-test") -> String {
 }
 
 /// Replaces the contents of the file at `path`.
+/// Replaces the contents of the file at `path` in one write from offset 0,
+/// then cuts what is left over: a source polling the file never reads it
+/// empty (O_TRUNC first would let a poll land between the two steps and see
+/// a malformed, empty file). The tests' rewrites keep the length.
 func rewrite(_ path: String, _ text: String) {
-    let fd = open(path, O_WRONLY | O_TRUNC)
+    let fd = open(path, O_WRONLY)
     precondition(fd >= 0)
-    _ = text.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
+    let n = text.utf8CString.withUnsafeBufferPointer { pwrite(fd, $0.baseAddress, $0.count - 1, 0) }
+    precondition(n >= 0)
+    _ = ftruncate(fd, off_t(n))
     close(fd)
 }
 
