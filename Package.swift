@@ -16,7 +16,10 @@ let package = Package(
         ),
         .target(
             name: "VRange",
-            dependencies: ["CVRange"]
+            dependencies: ["CVRange"],
+            // PurgeableBuffer.bytes/mutableBytes return spans tied to the
+            // buffer's lifetime (@_lifetime), which needs this feature.
+            swiftSettings: [.enableExperimentalFeature("Lifetimes")]
         ),
         .executableTarget(
             name: "VRangeDemo",
