@@ -38,12 +38,30 @@ final class Arena: @unchecked Sendable {
     let state: Mutex<ArenaState>
     /// Bytes given back to the kernel by the release delay and by purges.
     let releasedBytes = Atomic<Int>(0)
+    /// Hot spans freed while locked (see Magazine).
+    let magazine = Magazine()
 
     init(index: Int, config: AllocatorConfig) {
         self.index = index
         self.config = config
         state = Mutex(ArenaState(lists: SpanLists(classCount: config.classes.sizes.count),
                                  nextSegmentBytes: config.firstSegmentBytes))
+    }
+
+    deinit { magazine.deallocate() }
+
+    // MARK: - The magazine (lock-free fast path of page spans)
+
+    /// Under the lock: moves the magazine's spans to the free lists.
+    func drainMagazine(_ s: inout ArenaState) {
+        let now = Self.nowMs()
+        magazine.drain { local, page, pages in
+            let seg = s.lists.segments[local]!
+            seg.liveBuffers -= 1
+            s.liveBuffers -= 1
+            s.liveBytes -= pages << config.pageShift
+            s.lists.freeSpan(seg, page, pages, flags: 0, now: now)
+        }
     }
 
     /// Coarse milliseconds (wrapping) for free-span ages.
@@ -66,6 +84,7 @@ final class Arena: @unchecked Sendable {
             seg.localIndex = s.lists.segments.count
             s.lists.segments.append(seg)
         }
+        if seg.localIndex < Magazine.tableCapacity { magazine.table[seg.localIndex] = Unmanaged.passUnretained(seg) }
         s.segmentCount += 1
         s.segmentsCreated += 1
         s.mappedBytes += seg.pageCount << config.pageShift
@@ -80,6 +99,7 @@ final class Arena: @unchecked Sendable {
     private func dropSegment(_ s: inout ArenaState, _ seg: Segment) {
         s.lists.unlinkAll(seg)
         s.lists.segments[seg.localIndex] = nil
+        if seg.localIndex < Magazine.tableCapacity { magazine.table[seg.localIndex] = nil }
         s.segmentCount -= 1
         s.segmentsDropped += 1
         s.mappedBytes -= seg.pageCount << config.pageShift
@@ -211,6 +231,7 @@ final class Arena: @unchecked Sendable {
     /// wholly free segments are queued for dropping, except an arena's last
     /// ordinary segment.
     private func collectExpired(_ s: inout ArenaState, now: UInt32, delayMs: UInt32) -> ReleaseWork {
+        drainMagazine(&s)
         var candidates: [SpanRef] = []
         for b in 0..<SpanLists.bucketCount where !s.lists.buckets[b].isEmpty {
             for r in s.lists.buckets[b] {
@@ -266,6 +287,7 @@ final class Arena: @unchecked Sendable {
     func abandon() {
         let drop: [Segment] = state.withLock { s in
             s.abandoned = true
+            drainMagazine(&s)
             var out: [Segment] = []
             for case let seg? in s.lists.segments where seg.liveBuffers == 0 {
                 dropSegment(&s, seg)

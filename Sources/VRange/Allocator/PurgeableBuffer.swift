@@ -22,13 +22,19 @@
 /// while unlocked — stops the program with a precondition failure that says
 /// so; it never corrupts memory.
 public struct PurgeableBuffer: ~Copyable, Sendable {
-    let segment: Segment
+    /// Unretained: a segment is never dropped while it has a live buffer
+    /// (its arena holds it, and an abandoned arena drops a segment only when
+    /// its last buffer is freed), so no path counts references. The hot
+    /// paths reach it with `_withUnsafeGuaranteedRef` (no retain at all).
+    let segmentRef: Unmanaged<Segment>
     /// Byte offset of the buffer in its segment.
     let offset: Int
     /// The size asked for.
     public let count: Int
     /// Slot on its slab page, or -1 for a page span.
     let slot: Int
+    /// Bytes of the page span (page spans only): `count` rounded to pages.
+    let spanBytes: Int
     var locks: UInt32 = 1
     /// Sticky "discarded" of `beginContentAccess` (NSPurgeableData's rule).
     var discarded = false
@@ -36,36 +42,38 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
     /// The deepest lock nesting allowed.
     public static let maxLockDepth = 65_535
 
-    init(segment: Segment, offset: Int, count: Int, slot: Int) {
-        self.segment = segment
+    init(segment: Unmanaged<Segment>, offset: Int, count: Int, slot: Int) {
+        self.segmentRef = segment
         self.offset = offset
         self.count = count
         self.slot = slot
+        let mask = Kernel.pageSize - 1
+        self.spanBytes = slot < 0 ? (count + mask) & ~mask : 0
     }
 
     deinit {
-        let seg = segment
-        if slot < 0 {
-            seg.arena.freeSpan(seg, page: offset >> seg.pageShift, pages: spanBytes >> seg.pageShift,
-                               wasLocked: locks > 0)
-        } else {
-            if locks > 0 { seg.unlockSlot(page: page) }
-            seg.arena.freeSlot(seg, page: page, slot: slot)
+        let (offset, slot, locked, bytes) = (offset, slot, locks > 0, spanBytes)
+        segmentRef._withUnsafeGuaranteedRef { seg in
+            let page = offset >> seg.pageShift
+            if slot < 0 {
+                // Fast path: a span freed while locked goes to the magazine.
+                if locked && seg.magazine.put(local: seg.localIndex, page: page, pages: bytes >> seg.pageShift) { return }
+                seg.arena.freeSpan(seg, page: page, pages: bytes >> seg.pageShift, wasLocked: locked)
+            } else {
+                if locked { seg.unlockSlot(page: page) }
+                seg.arena.freeSlot(seg, page: page, slot: slot)
+            }
         }
     }
+
+    /// The segment, for paths that are not hot (retained while used).
+    var segment: Segment { segmentRef.takeUnretainedValue() }
 
     /// Frees the buffer, locked or not. Its memory goes back to the
     /// allocator (and to the kernel after the release delay).
     public consuming func free() {}
 
     // MARK: - Geometry
-
-    /// Bytes of the page span (page spans only).
-    @inline(__always)
-    var spanBytes: Int {
-        let mask = (1 << segment.pageShift) - 1
-        return (count + mask) & ~mask
-    }
 
     /// The buffer's (first) page in its segment.
     @inline(__always)
@@ -101,7 +109,6 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
         public var purgedBytes: Int { purgedRanges.reduce(0) { $0 + $1.count } }
 
         public init(purgedRanges: [Range<Int>]) { self.purgedRanges = purgedRanges }
-        static let intact = LockResult(purgedRanges: [])
     }
 
     /// Locks the buffer: its memory becomes non-volatile (nothing of it will
@@ -120,18 +127,18 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
         precondition(locks < UInt32(Self.maxLockDepth),
                      "PurgeableBuffer.lock(): lock count overflow (more than \(Self.maxLockDepth) nested locks)")
         locks += 1
-        if locks > 1 { return .intact }
-        var result = LockResult.intact
-        if slot < 0 {
-            let r = segment.backing.markNonVolatile(offset..<(offset + spanBytes))
-            if r.wasPurged {
-                result = LockResult(purgedRanges: r.purgedRanges.compactMap { range in
+        if locks > 1 { return LockResult(purgedRanges: []) }
+        let (offset, slot, count, bytes) = (offset, slot, count, spanBytes)
+        var result = segmentRef._withUnsafeGuaranteedRef { seg in
+            if slot < 0 {
+                let r = seg.backing.markNonVolatile(offset..<(offset + bytes))
+                if !r.wasPurged { return LockResult(purgedRanges: []) }
+                return LockResult(purgedRanges: r.purgedRanges.compactMap { range in
                     let lo = range.lowerBound - offset, hi = min(range.upperBound - offset, count)
                     return lo < hi ? lo..<hi : nil
                 })
             }
-        } else if segment.lockSlot(page: page, slot: slot) {
-            result = LockResult(purgedRanges: [0..<count])
+            return LockResult(purgedRanges: seg.lockSlot(page: offset >> seg.pageShift, slot: slot) ? [0..<count] : [])
         }
         if discarded {
             // A beginContentAccess found the contents gone earlier.
@@ -151,11 +158,15 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
         precondition(locks > 0, "PurgeableBuffer.unlock(): unbalanced unlock (the buffer is not locked)")
         locks -= 1
         if locks > 0 { return }
-        if slot < 0 {
-            segment.stamp(page: page)
-            segment.backing.markVolatile(offset..<(offset + spanBytes))
-        } else {
-            segment.unlockSlot(page: page)
+        let (offset, slot, bytes) = (offset, slot, spanBytes)
+        segmentRef._withUnsafeGuaranteedRef { seg in
+            let page = offset >> seg.pageShift
+            if slot < 0 {
+                seg.stamp(page: page)
+                seg.backing.markVolatile(offset..<(offset + bytes))
+            } else {
+                seg.unlockSlot(page: page)
+            }
         }
     }
 

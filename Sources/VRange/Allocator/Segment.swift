@@ -18,6 +18,9 @@ final class Segment: @unchecked Sendable {
     var liveBuffers = 0
     /// Whether this segment was made for one oversized buffer.
     let dedicated: Bool
+    /// Its arena's magazine (two pointers: reachable without retaining the
+    /// arena, for the lock-free free path).
+    let magazine: Magazine
 
     /// Arena-locked span tags, one per page.
     let tags: UnsafeMutablePointer<PageTag>
@@ -34,6 +37,7 @@ final class Segment: @unchecked Sendable {
         self.pageShift = Kernel.pageSize.trailingZeroBitCount
         self.pageCount = backing.size >> pageShift
         self.arena = arena
+        self.magazine = arena.magazine
         self.dedicated = dedicated
         tags = .allocate(capacity: pageCount)
         tags.initialize(repeating: PageTag(), count: pageCount)

@@ -12,77 +12,66 @@ public enum SegmentSource: Sendable, Equatable {
     case anonymous(VolatileRegion.Options = VolatileRegion.Options())
 }
 
-/// The memory of one segment. An enum rather than a protocol so that the
-/// lock/unlock path is statically dispatched; a shared-file case will join.
-enum SegmentBacking: Sendable {
-    case anonymous(VolatileRegion)
+/// The memory of one segment. A struct over the concrete region rather than
+/// a protocol or an enum with payloads, so that the lock/unlock path is
+/// statically dispatched and retains nothing (an enum payload is copied, and
+/// retained, by every switch: that cost 10–20 ns a lock/unlock pair). A
+/// shared-file mapping becomes a second stored kind here, chosen by `source`.
+struct SegmentBacking: Sendable {
+    let region: VolatileRegion
 
     /// Maps a segment of `byteCount` bytes (whole pages).
     init(source: SegmentSource, byteCount: Int) throws(VRangeError) {
         switch source {
         case .anonymous(let options):
-            self = .anonymous(try VolatileRegion(byteCount: byteCount, options: options))
+            region = try VolatileRegion(byteCount: byteCount, options: options)
         }
     }
 
     var baseAddress: UnsafeMutableRawPointer {
-        switch self { case .anonymous(let r): r.baseAddress }
+        region.baseAddress
     }
 
     var size: Int {
-        switch self { case .anonymous(let r): r.size }
+        region.size
     }
 
     /// Marks whole pages volatile. The allocator only passes ranges it
     /// computed from its own segment, so an error here is a bug in VRange.
     @inline(__always)
     func markVolatile(_ bytes: Range<Int>) {
-        switch self {
-        case .anonymous(let r):
-            do { try r.markVolatile(bytes) } catch { fatalError("VRange allocator: markVolatile(\(bytes)) of its own segment failed: \(error)") }
-        }
+        do { try region.markVolatile(bytes) } catch { fatalError("VRange allocator: markVolatile(\(bytes)) of its own segment failed: \(error)") }
     }
 
     /// Marks whole pages non-volatile; the region's result (purged pages come
     /// back zero-filled).
     @inline(__always)
     func markNonVolatile(_ bytes: Range<Int>) -> NonVolatileResult {
-        switch self {
-        case .anonymous(let r):
-            do { return try r.markNonVolatile(bytes) } catch { fatalError("VRange allocator: markNonVolatile(\(bytes)) of its own segment failed: \(error)") }
-        }
+        do { return try region.markNonVolatile(bytes) } catch { fatalError("VRange allocator: markNonVolatile(\(bytes)) of its own segment failed: \(error)") }
     }
 
     /// Discards the volatile pages of `bytes` now; returns the bytes released.
     func purge(_ bytes: Range<Int>) -> Int {
-        switch self {
-        case .anonymous(let r): (try? r.purge(bytes)) ?? 0
-        }
+        (try? region.purge(bytes)) ?? 0
     }
 
     /// Volatile bytes still resident in `bytes`, and purged bytes.
     func census(_ bytes: Range<Int>) -> (volatile: Int, purged: Int) {
-        switch self {
-        case .anonymous(let r):
-            guard let s = try? r.status(bytes) else { return (0, 0) }
-            return (s.volatileBytes, s.purgedBytes)
-        }
+        guard let s = try? region.status(bytes) else { return (0, 0) }
+        return (s.volatileBytes, s.purgedBytes)
     }
 
     /// Optimistic read of `bytes` while they stay volatile.
     func withVolatileAccess<Value>(
         _ bytes: Range<Int>, _ body: (UnsafeRawBufferPointer) -> Value
     ) -> VolatileAccess<Value> {
-        switch self {
-        case .anonymous(let r):
-            do { return try r.withVolatileAccess(bytes, body) } catch {
-                preconditionFailure("VRange: optimistic access failed: \(error)")
-            }
+        do { return try region.withVolatileAccess(bytes, body) } catch {
+            preconditionFailure("VRange: optimistic access failed: \(error)")
         }
     }
 
     /// Unmaps the segment (nothing may use it afterwards).
     func close() {
-        switch self { case .anonymous(let r): r.close() }
+        region.close()
     }
 }

@@ -37,6 +37,8 @@ extension Arena {
     func collectUnits(into units: inout [PurgeUnit]) {
         let arenaBits = index << 48
         state.withLock { s in
+            // Hot spans become free spans, so that a purger can take them.
+            drainMagazine(&s)
             for case let seg? in s.lists.segments {
                 let idBase = arenaBits | seg.localIndex << 32
                 var p = 0

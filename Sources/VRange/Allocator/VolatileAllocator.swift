@@ -43,7 +43,8 @@ public final class VolatileAllocator: Sendable {
         /// to the kernel. Default 1 second (mimalloc's purge delay is 10 ms,
         /// Chromium's discardable heap waits minutes).
         public var releaseDelay: Duration
-        /// Number of arenas; nil picks twice the number of online CPUs.
+        /// Number of arenas (rounded up to a power of two); nil picks twice
+        /// the number of online CPUs.
         public var arenaCount: Int?
         /// The class a purger sees for this allocator's unlocked buffers
         /// (free memory is always `.veryLow`). Default `.normal`.
@@ -84,6 +85,9 @@ public final class VolatileAllocator: Sendable {
     public let options: Options
     let config: AllocatorConfig
     let arenas: [Arena]
+    /// The arenas' magazines, by arena index: plain values, so that the
+    /// allocation fast path retains nothing.
+    nonisolated(unsafe) let magazines: UnsafeMutablePointer<Magazine>
 
     /// The system page size: buffers of at least this size are page spans.
     public var pageSize: Int { config.pageSize }
@@ -99,8 +103,10 @@ public final class VolatileAllocator: Sendable {
         let pageSize = Kernel.pageSize
         guard options.segmentBytes > 0 else { throw .invalidSize(options.segmentBytes) }
         guard options.maxSegmentBytes >= options.segmentBytes else { throw .invalidSize(options.maxSegmentBytes) }
-        let arenaCount = options.arenaCount ?? min(64, 2 * Kernel.onlineCPUs)
-        guard (1...4096).contains(arenaCount) else { throw .invalidSize(arenaCount) }
+        guard (1...4096).contains(options.arenaCount ?? 1) else { throw .invalidSize(options.arenaCount ?? 0) }
+        // A power of two, so that picking a thread's arena is a mask.
+        var arenaCount = 1
+        while arenaCount < (options.arenaCount ?? min(64, 2 * Kernel.onlineCPUs)) { arenaCount <<= 1 }
         let first = try PageGeometry.roundedSize(options.segmentBytes, pageSize: pageSize)
         let most = try PageGeometry.roundedSize(options.maxSegmentBytes, pageSize: pageSize)
         let (seconds, attoseconds) = options.releaseDelay.components
@@ -111,16 +117,20 @@ public final class VolatileAllocator: Sendable {
             releaseDelayMs: UInt32(clamping: ms), priority: options.purgePriority)
         self.options = options
         self.config = config
-        self.arenas = (0..<arenaCount).map { Arena(index: $0, config: config) }
+        let arenas = (0..<arenaCount).map { Arena(index: $0, config: config) }
+        self.arenas = arenas
+        magazines = .allocate(capacity: arenaCount)
+        magazines.initialize(from: arenas.map(\.magazine), count: arenaCount)
     }
 
     deinit {
         for arena in arenas { arena.abandon() }
+        magazines.deallocate()
     }
 
-    /// The calling thread's arena.
+    /// The calling thread's arena index.
     @inline(__always)
-    var currentArena: Arena { arenas[Kernel.ThreadIndex.current % arenas.count] }
+    var currentArenaIndex: Int { Kernel.ThreadIndex.current & (arenas.count - 1) }
 
     /// Allocates a buffer of `byteCount` bytes. It starts **locked**
     /// (non-volatile); its contents are unspecified (zero where the memory is
@@ -131,16 +141,24 @@ public final class VolatileAllocator: Sendable {
     ///   mapped (out of memory, or the process's 4096 regions are in use).
     public func allocate(byteCount: Int) throws(VRangeError) -> PurgeableBuffer {
         guard byteCount > 0 else { throw .invalidSize(byteCount) }
-        let arena = currentArena
+        let index = currentArenaIndex
+        if byteCount > config.classes.maxSmall && byteCount <= Magazine.maxPages << config.pageShift {
+            // Fast path: a hot span of this size, one CAS, no lock.
+            let pages = (byteCount + config.pageSize - 1) >> config.pageShift
+            if let (seg, page) = magazines[index].take(pages: pages) {
+                return PurgeableBuffer(segment: seg, offset: page << config.pageShift, count: byteCount, slot: -1)
+            }
+        }
+        let arena = arenas[index]
         if let c = config.classes.classFor(byteCount) {
             let (seg, page, slot) = try arena.allocateSlot(sizeClass: c)
             let offset = page << config.pageShift + slot * config.classes.sizes[c]
-            return PurgeableBuffer(segment: seg, offset: offset, count: byteCount, slot: slot)
+            return PurgeableBuffer(segment: .passUnretained(seg), offset: offset, count: byteCount, slot: slot)
         }
         let bytes = try PageGeometry.roundedSize(byteCount, pageSize: config.pageSize)
         guard bytes <= Int(UInt32.max) << config.pageShift else { throw .invalidSize(byteCount) }
         let (seg, page) = try arena.allocateSpan(pages: bytes >> config.pageShift)
-        return PurgeableBuffer(segment: seg, offset: page << config.pageShift, count: byteCount, slot: -1)
+        return PurgeableBuffer(segment: .passUnretained(seg), offset: page << config.pageShift, count: byteCount, slot: -1)
     }
 
     /// Gives free memory that has been free for at least `age` back to the
@@ -161,6 +179,10 @@ public final class VolatileAllocator: Sendable {
         var s = Statistics(liveBuffers: 0, liveBytes: 0, segments: 0, mappedBytes: 0, segmentsCreated: 0,
                            segmentsDropped: 0, releasedBytes: 0, metadataBytes: 0)
         for arena in arenas {
+            // Spans in a magazine count as free.
+            let cached = arena.magazine.census(pageShift: config.pageShift)
+            s.liveBuffers -= cached.spans
+            s.liveBytes -= cached.bytes
             arena.state.withLock { a in
                 s.liveBuffers += a.liveBuffers
                 s.liveBytes += a.liveBytes
