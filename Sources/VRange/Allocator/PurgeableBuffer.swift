@@ -267,3 +267,12 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
         return r
     }
 }
+
+extension PurgeableBuffer {
+    /// The id of the purge unit holding this buffer (its span, or its slab
+    /// page), as `VolatileAllocator.forEachPurgeUnit` reports it.
+    public var purgeUnitID: Int {
+        let seg = segment
+        return seg.arena.index << 48 | seg.localIndex << 32 | page
+    }
+}
