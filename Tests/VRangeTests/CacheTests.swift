@@ -235,3 +235,19 @@ final class Counter: Sendable {
         #expect(s.purgedMisses > 0, "no lookup ever met a purge: the test proved nothing")
     }
 }
+
+@Suite("PurgeableCache copy") struct CacheCopyTests {
+    @Test("copyBytes copies what fits and returns the full size")
+    func copyBytes() throws {
+        let cache = PurgeableCache<String>()
+        try cache.setBytes(cacheValue(3, count: 100), forKey: "k")
+        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: 40, alignment: 1)
+        defer { out.deallocate() }
+        #expect(cache.copyBytes(forKey: "k", into: out) == 100)
+        #expect(Array(out) == Array(cacheValue(3, count: 100).prefix(40)))
+        #expect(cache.copyBytes(forKey: "x", into: out) == nil)
+        purgeEverything(cache.allocator)
+        #expect(cache.copyBytes(forKey: "k", into: out) == nil)
+        #expect(cache.statistics.purgedMisses == 1 && cache.statistics.hits == 1 && cache.statistics.misses == 1)
+    }
+}

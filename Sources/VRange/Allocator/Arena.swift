@@ -172,6 +172,11 @@ final class Arena: @unchecked Sendable {
 
     /// Frees a span (`wasLocked`: its pages are non-volatile, else volatile).
     func freeSpan(_ seg: Segment, page: Int, pages: Int, wasLocked: Bool) {
+        // The caller reaches this arena through the segment, unretained; the
+        // free may drop that segment (the arena of a dead allocator), and
+        // with it the last reference to this arena: hold one to the end.
+        let me = Unmanaged.passRetained(self)
+        defer { me.release() }
         let now = Self.nowMs()
         seg.stamp(page: page)
         let work: ReleaseWork = state.withLock { s in
@@ -186,6 +191,8 @@ final class Arena: @unchecked Sendable {
 
     /// Frees a slot (already unlocked on its page word if it was locked).
     func freeSlot(_ seg: Segment, page: Int, slot: Int) {
+        let me = Unmanaged.passRetained(self)  // see freeSpan
+        defer { me.release() }
         let now = Self.nowMs()
         let work: ReleaseWork = state.withLock { s in
             let c = Int(seg.tags[page].sizeClass)

@@ -138,6 +138,38 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
         }
     }
 
+    /// Copies the bytes stored under `key` into `destination` (as many as
+    /// fit), under the shard's lock: one lock round trip, no allocation.
+    ///
+    /// - Returns: the value's full size, or nil when the key is absent or
+    ///   its entry was purged (the entry is dropped then). Never rebuilds.
+    public func copyBytes(forKey key: Key, into destination: UnsafeMutableRawBufferPointer) -> Int? {
+        var dropped: CacheEntry<Key>?
+        defer { _ = dropped }
+        return shards[shard(key)].withLock { st -> Int? in
+            guard let e = st.map[key] else {
+                st.stats.misses += 1
+                return nil
+            }
+            if e.buffer.lock().wasPurged {
+                e.buffer.unlock()
+                dropped = st.remove(e)
+                st.stats.purgedMisses += 1
+                totalCost.subtract(e.cost, ordering: .relaxed)
+                return nil
+            }
+            st.stats.hits += 1
+            st.touch(e)
+            let n = e.buffer.withUnsafeBytes { raw in
+                let n = min(raw.count, destination.count)
+                if n > 0 { destination.baseAddress!.copyMemory(from: raw.baseAddress!, byteCount: n) }
+                return raw.count
+            }
+            e.buffer.unlock()
+            return n
+        }
+    }
+
     /// Runs `body` over the bytes stored under `key`, without copying them,
     /// while they are locked; nil when the key is absent or was purged (the
     /// entry is dropped then). Never rebuilds. `body` runs outside the
