@@ -4,20 +4,29 @@
 // a reader holds it.
 import Synchronization
 
-/// A stored value: its buffer, cost and place in the LRU list.
-final class CacheEntry<Key: Hashable & Sendable>: @unchecked Sendable {
-    let key: Key
-    /// Guarded by the shard's mutex (lock/unlock nest across readers).
-    var buffer: PurgeableBuffer
-    let cost: Int
-    /// Readers running a closure over the bytes outside the mutex.
-    var readers = 0
-    /// Dropped from the map; the last reader's reference frees it.
-    var removed = false
-    /// LRU links (the map holds the strong references).
-    unowned(unsafe) var newer: CacheEntry?
-    unowned(unsafe) var older: CacheEntry?
+// The lookup paths of PurgeableCache are @inlinable, and so is what they
+// touch here (@usableFromInline): unspecialized, each lookup paid several
+// generic-metadata lookups in the runtime (measured: a 4 KiB hit took 2.7×
+// a Dictionary's; specialized in the caller's module, see BENCHMARKS.md).
 
+/// A stored value: its buffer, cost and place in the LRU list.
+@usableFromInline
+final class CacheEntry<Key: Hashable & Sendable>: @unchecked Sendable {
+    @usableFromInline let key: Key
+    /// Guarded by the shard's mutex (lock/unlock nest across readers). The
+    /// mutex makes every access exclusive, so the runtime's dynamic
+    /// exclusivity check is off for these fields (it cost ~10% of a hit).
+    @exclusivity(unchecked) @usableFromInline var buffer: PurgeableBuffer
+    @usableFromInline let cost: Int
+    /// Readers running a closure over the bytes outside the mutex.
+    @exclusivity(unchecked) @usableFromInline var readers = 0
+    /// Dropped from the map; the last reader's reference frees it.
+    @exclusivity(unchecked) @usableFromInline var removed = false
+    /// LRU links (the map holds the strong references).
+    @exclusivity(unchecked) @usableFromInline unowned(unsafe) var newer: CacheEntry?
+    @exclusivity(unchecked) @usableFromInline unowned(unsafe) var older: CacheEntry?
+
+    @usableFromInline
     init(key: Key, buffer: consuming PurgeableBuffer, cost: Int) {
         self.key = key
         self.buffer = buffer
@@ -28,25 +37,32 @@ final class CacheEntry<Key: Hashable & Sendable>: @unchecked Sendable {
 /// A shard: its mutex-guarded state, in an object of its own (a Mutex
 /// cannot be copied into an array) padded so that two shards' mutexes do
 /// not share a cache line.
+@usableFromInline
 final class CacheShard<Key: Hashable & Sendable>: Sendable {
-    let state = Mutex(ShardState<Key>())
+    @usableFromInline let state = Mutex(ShardState<Key>())
     private let padding: (Int, Int, Int, Int, Int, Int, Int) = (0, 0, 0, 0, 0, 0, 0)
 
-    @inline(__always)
-    func withLock<R>(_ body: (inout ShardState<Key>) -> R) -> R {
-        state.withLock { body(&$0) }
+    @usableFromInline init() {}
+
+    @inlinable
+    func withLock<R>(_ body: (inout sending ShardState<Key>) -> sending R) -> sending R {
+        state.withLock(body)
     }
 }
 
 /// Mutex-guarded state of a shard.
+@usableFromInline
 struct ShardState<Key: Hashable & Sendable>: ~Copyable {
-    var map: [Key: CacheEntry<Key>] = [:]
+    @usableFromInline var map: [Key: CacheEntry<Key>] = [:]
     /// Most and least recently used.
-    var newest: CacheEntry<Key>?
-    var oldest: CacheEntry<Key>?
-    var flights: [Key: RebuildFlight] = [:]
-    var stats = CacheStatistics()
+    @usableFromInline var newest: CacheEntry<Key>?
+    @usableFromInline var oldest: CacheEntry<Key>?
+    @usableFromInline var flights: [Key: RebuildFlight] = [:]
+    @usableFromInline var stats = CacheStatistics()
 
+    @usableFromInline init() {}
+
+    @inlinable
     mutating func link(_ e: CacheEntry<Key>) {
         e.older = newest
         e.newer = nil
@@ -55,6 +71,7 @@ struct ShardState<Key: Hashable & Sendable>: ~Copyable {
         if oldest == nil { oldest = e }
     }
 
+    @inlinable
     mutating func unlink(_ e: CacheEntry<Key>) {
         if let n = e.newer { n.older = e.older } else { newest = e.older }
         if let o = e.older { o.newer = e.newer } else { oldest = e.newer }
@@ -62,6 +79,7 @@ struct ShardState<Key: Hashable & Sendable>: ~Copyable {
         e.older = nil
     }
 
+    @inlinable
     mutating func touch(_ e: CacheEntry<Key>) {
         if newest === e { return }
         unlink(e)
@@ -70,7 +88,7 @@ struct ShardState<Key: Hashable & Sendable>: ~Copyable {
 
     /// Removes `e` from the map and the list; returns it so that the caller
     /// drops the last reference outside the mutex.
-    @discardableResult
+    @inlinable @discardableResult
     mutating func remove(_ e: CacheEntry<Key>) -> CacheEntry<Key> {
         map[e.key] = nil
         unlink(e)
@@ -80,6 +98,7 @@ struct ShardState<Key: Hashable & Sendable>: ~Copyable {
         return e
     }
 
+    @inlinable
     mutating func insert(_ e: CacheEntry<Key>) -> CacheEntry<Key>? {
         let old = map[e.key].map { remove($0) }
         map[e.key] = e

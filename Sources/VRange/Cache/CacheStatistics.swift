@@ -36,6 +36,7 @@ public struct CacheStatistics: Sendable, Equatable {
     /// Hits per lookup, 0 when there was none.
     public var hitRatio: Double { lookups == 0 ? 0 : Double(hits) / Double(lookups) }
 
+    @usableFromInline
     mutating func add(_ o: CacheStatistics) {
         hits += o.hits; misses += o.misses; purgedMisses += o.purgedMisses
         rebuilds += o.rebuilds; rebuildFailures += o.rebuildFailures; rebuildTime += o.rebuildTime

@@ -28,8 +28,8 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     /// Total cost above which least recently used entries are evicted.
     public let costLimit: Int
     let rebuild: Rebuild?
-    let shards: [CacheShard<Key>]
-    let totalCost = Atomic<Int>(0)
+    @usableFromInline let shards: [CacheShard<Key>]
+    @usableFromInline let totalCost = Atomic<Int>(0)
 
     /// Makes a cache.
     ///
@@ -51,7 +51,7 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
         self.shards = (0..<n).map { _ in CacheShard() }
     }
 
-    @inline(__always)
+    @inlinable
     func shard(_ key: Key) -> Int { key.hashValue & (shards.count - 1) }
 
     // MARK: - Set
@@ -114,6 +114,7 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
 
     /// The bytes stored under `key`, copied out; nil when the key is absent
     /// or its entry was purged (the entry is dropped then). Never rebuilds.
+    @inlinable
     public func bytes(forKey key: Key) -> [UInt8]? {
         var dropped: CacheEntry<Key>?
         defer { _ = dropped }
@@ -143,6 +144,7 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     ///
     /// - Returns: the value's full size, or nil when the key is absent or
     ///   its entry was purged (the entry is dropped then). Never rebuilds.
+    @inlinable
     public func copyBytes(forKey key: Key, into destination: UnsafeMutableRawBufferPointer) -> Int? {
         var dropped: CacheEntry<Key>?
         defer { _ = dropped }
@@ -177,6 +179,7 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     ///
     /// - Returns: `body`'s result, or nil.
     /// - Throws: what `body` throws.
+    @inlinable
     public func withBytes<R, E: Error>(
         forKey key: Key, _ body: (UnsafeRawBufferPointer) throws(E) -> R
     ) throws(E) -> R? {
@@ -187,6 +190,7 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
 
     /// Finds and locks the entry of `key` for a reader; nil when absent or
     /// purged (dropped then).
+    @inlinable
     func checkOut(_ key: Key) -> (CacheEntry<Key>, UnsafeRawBufferPointer)? {
         var dropped: CacheEntry<Key>?
         defer { _ = dropped }
@@ -211,6 +215,7 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
 
     /// A reader is done: unlock (the buffer becomes volatile again when the
     /// last reader leaves).
+    @inlinable
     func checkIn(_ e: CacheEntry<Key>) {
         shards[shard(e.key)].withLock { _ in
             e.readers -= 1

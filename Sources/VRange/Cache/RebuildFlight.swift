@@ -3,6 +3,7 @@
 // own. Threads block on an event; tasks suspend on a continuation.
 import Synchronization
 
+@usableFromInline
 final class RebuildFlight: Sendable {
     private struct State {
         var result: Result<[UInt8], any Error>?
