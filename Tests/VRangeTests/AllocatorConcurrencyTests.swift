@@ -42,7 +42,7 @@ final class RaceCounters: Sendable {
     func concurrentUseUnderPurges(arenas: Int) throws {
         let a = try quietAllocator(arenas: arenas)
         let threads = environmentInt("VRANGE_ALLOC_THREADS", 6)
-        let rounds = environmentInt("VRANGE_ALLOC_ROUNDS", 400)
+        let rounds = environmentInt("VRANGE_ALLOC_ROUNDS", 1000)
         let seed = testSeed("allocator race, \(arenas) arenas")
         let c = RaceCounters()
         let purger = TestThread {
@@ -138,7 +138,7 @@ final class RaceCounters: Sendable {
     func freesUnderPurge() throws {
         let a = try quietAllocator(arenas: 2)
         let c = RaceCounters()
-        let rounds = environmentInt("VRANGE_ALLOC_ROUNDS", 400)
+        let rounds = environmentInt("VRANGE_ALLOC_ROUNDS", 1000)
         let purger = TestThread {
             while !c.stop.load(ordering: .acquiring) {
                 c.purgedBytes.add(purgeEverything(a), ordering: .relaxed)

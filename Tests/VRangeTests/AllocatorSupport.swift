@@ -10,27 +10,44 @@ import Glibc
 @inline(__always)
 func patternByte(_ i: Int, _ tag: UInt8) -> UInt8 { UInt8(truncatingIfNeeded: i &* 131 &+ Int(tag)) | 1 }
 
-/// Bytes checked or written per buffer: every byte up to 1 MiB, then a
-/// sample (one a page, plus the last byte) so 256 MiB stays quick.
-func sampleOffsets(_ count: Int) -> [Int] {
-    if count <= 1 << 20 { return Array(0..<count) }
-    return Array(stride(from: 0, to: count, by: 4096)) + [count - 1]
+/// The step between bytes checked or written: every byte up to 1 MiB, then
+/// one a page (plus the last byte), so that 256 MiB stays quick.
+@inline(__always)
+func sampleStep(_ count: Int) -> Int { count <= 1 << 20 ? 1 : 4096 }
+
+/// Calls `body` with each sampled offset of `ranges` (whole buffer if nil).
+@inline(__always)
+func forEachSample(_ count: Int, in ranges: [Range<Int>]? = nil, _ body: (Int) -> Bool) {
+    let step = sampleStep(count)
+    for r in ranges ?? [0..<count] {
+        var i = r.lowerBound
+        while i < r.upperBound {
+            if !body(i) { return }
+            i += step
+        }
+        if step > 1 && r.upperBound > r.lowerBound && !body(r.upperBound - 1) { return }
+    }
 }
 
 /// Writes the pattern of `tag` into a locked buffer.
 func fill(_ b: inout PurgeableBuffer, tag: UInt8) {
-    let offsets = sampleOffsets(b.count)
-    b.withUnsafeMutableBytes { raw in for i in offsets { raw[i] = patternByte(i, tag) } }
+    let count = b.count
+    b.withUnsafeMutableBytes { raw in
+        let p = raw.baseAddress!
+        forEachSample(count) { i in p.storeBytes(of: patternByte(i, tag), toByteOffset: i, as: UInt8.self); return true }
+    }
 }
 
 /// The offsets of a locked buffer that do not hold `tag`'s pattern, at most
 /// `limit` of them.
 func mismatches(_ b: borrowing PurgeableBuffer, tag: UInt8, in ranges: [Range<Int>]? = nil, limit: Int = 4) -> [Int] {
-    let offsets = sampleOffsets(b.count)
+    let count = b.count
     return b.withUnsafeBytes { raw in
+        let p = raw.baseAddress!
         var bad: [Int] = []
-        for i in offsets where ranges.map({ $0.contains { $0.contains(i) } }) ?? true {
-            if raw[i] != patternByte(i, tag) { bad.append(i); if bad.count == limit { break } }
+        forEachSample(count, in: ranges) { i in
+            if p.load(fromByteOffset: i, as: UInt8.self) != patternByte(i, tag) { bad.append(i) }
+            return bad.count < limit
         }
         return bad
     }
@@ -38,9 +55,15 @@ func mismatches(_ b: borrowing PurgeableBuffer, tag: UInt8, in ranges: [Range<In
 
 /// Whether every sampled byte of `ranges` of a locked buffer is zero.
 func zeros(_ b: borrowing PurgeableBuffer, _ ranges: [Range<Int>]) -> Bool {
-    let offsets = sampleOffsets(b.count)
+    let count = b.count
     return b.withUnsafeBytes { raw in
-        offsets.allSatisfy { i in !ranges.contains { $0.contains(i) } || raw[i] == 0 }
+        let p = raw.baseAddress!
+        var ok = true
+        forEachSample(count, in: ranges) { i in
+            ok = p.load(fromByteOffset: i, as: UInt8.self) == 0
+            return ok
+        }
+        return ok
     }
 }
 
