@@ -134,6 +134,57 @@ final class RaceCounters: Sendable {
         held.removeAll()  // frees the rest, locked or not
     }
 
+    @Test("threads lock and unlock neighbours on one shared page while it is purged: no locked byte lost")
+    func sharedPageRace() throws {
+        let a = try quietAllocator(arenas: 1)
+        let threads = 4, perThread = 2
+        // 8 buffers of 100 B, on one slab page of the 128-byte class; each
+        // thread holds at most one locked, and yields both locked and not,
+        // so the page's count often falls to 0 and rises again.
+        let all = try (0..<(threads * perThread)).map { i in Held(try a.allocate(byteCount: 100), tag: UInt8(i + 1)) }
+        let page = all[0].buffer.page
+        #expect(all.allSatisfy { $0.buffer.page == page })
+        let unit = all[0].buffer.purgeUnitID
+        let c = RaceCounters()
+        let rounds = environmentInt("VRANGE_SHARED_PAGE_ROUNDS", 300)
+        let purger = TestThread {
+            while !c.stop.load(ordering: .acquiring) {
+                c.purgedBytes.add(a.purge(unit: unit), ordering: .relaxed)
+                c.purgePasses.add(1, ordering: .relaxed)
+            }
+        }
+        let workers = (0..<threads).map { t in
+            let mine = Array(all[(t * perThread)..<((t + 1) * perThread)])
+            return TestThread {
+                for h in mine { h.buffer.unlock() }
+                for _ in 0..<rounds {
+                    for h in mine {
+                        let r = h.buffer.lock()
+                        if r.wasPurged {
+                            c.purgedLocks.add(1, ordering: .relaxed)
+                            if !zeros(h.buffer, [0..<100]) { c.lies.add(1, ordering: .relaxed) }
+                            fill(&h.buffer, tag: h.tag)
+                        } else if !mismatches(h.buffer, tag: h.tag, limit: 1).isEmpty {
+                            c.lies.add(1, ordering: .relaxed)
+                        }
+                        Kernel.yield()  // locked: the purger and the neighbours run
+                        if !mismatches(h.buffer, tag: h.tag, limit: 1).isEmpty { c.lostWhileLocked.add(1, ordering: .relaxed) }
+                        h.buffer.unlock()
+                        Kernel.yield()
+                    }
+                }
+            }
+        }
+        for t in workers { t.join() }
+        c.stop.store(true, ordering: .releasing)
+        purger.join()
+        print("[shared page race] \(threads) threads × \(perThread) neighbours × \(rounds) rounds: purges of the page "
+              + "\(c.purgedBytes.load(ordering: .relaxed) / 4096), locks that found it purged \(c.purgedLocks.load(ordering: .relaxed))")
+        #expect(c.lostWhileLocked.load(ordering: .relaxed) == 0, "locked bytes were lost")
+        #expect(c.lies.load(ordering: .relaxed) == 0, "lock results disagreed with the bytes")
+        #expect(c.purgedLocks.load(ordering: .relaxed) > 0, "the page was never purged: the test proved nothing")
+    }
+
     @Test("frees race with purges of the same buffers")
     func freesUnderPurge() throws {
         let a = try quietAllocator(arenas: 2)
