@@ -178,8 +178,19 @@ func bufferThreadRows(_ c: Config) throws -> [Row] {
     }
     let m = try interleaved(rounds: c.short ? 3 : 15, contenders)
     if failures > 0 { throw BenchError("buffer thread rows: \(failures) failures") }
+    // Threads exist now: glibc has left its single-threaded fast path (no
+    // atomics at all), which rows 14–17 measured. The same 64 KiB row again,
+    // as any program that ever started a thread sees it.
+    let n64 = c.short ? 2_000 : 20_000
+    let mt = try interleaved(rounds: c.smallRounds, [
+        { try allocateTouchFree(allocator, size: 64 << 10, pageSize: c.pageSize, n64) },
+        { try checked(cb_malloc_free_touched(64 << 10, c.pageSize, n64), "malloc") / Double(n64) },
+    ])
     let mops = { (r: Double) in "\(String(format2: r / 1e6, digits: 1)) M pairs/s" }
-    var rows: [Row] = []
+    var rows: [Row] = [
+        Row("allocate + free 64 KiB, touched, in a process that has started threads", vrange: mt[0], fmtTime(mt[0]),
+            baseline: mt[1], "glibc malloc/free (multi-threaded): \(fmtTime(mt[1]))", goal: .report),
+    ]
     for (k, label) in ["1-page buffers", "128 B buffers"].enumerated() {
         let base = m[k * counts.count]
         for (j, t) in counts.enumerated() where t > 1 {
