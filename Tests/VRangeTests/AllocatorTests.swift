@@ -284,7 +284,12 @@ func quietAllocator(arenas: Int? = nil) throws -> VolatileAllocator {
         b.unlock(); small.unlock()
         #expect(b.lock().outcome == .intact && small.lock().outcome == .intact)
         #expect(mismatches(b, tag: 1).isEmpty && mismatches(small, tag: 2).isEmpty)
+        // Freeing the last buffers unmaps their segments (a span freed while
+        // locked must not be kept hot for an allocator that is gone).
+        weak let spanSegment = b.segment
+        weak let slabSegment = small.segment
         b.free()
         small.free()
+        #expect(spanSegment == nil && slabSegment == nil, "segments of a dead allocator outlived their buffers")
     }
 }

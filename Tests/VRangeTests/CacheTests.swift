@@ -134,6 +134,7 @@ final class Counter: Sendable {
         #expect(s.coalescedRequests == 7, "the requesters did not overlap: \(s)")
         #expect(results.withLock { $0.count == 8 && $0.allSatisfy { $0 == cacheValue(77) } })
         #expect(cache.bytes(forKey: 77) == cacheValue(77))
+        holder.withLock { $0 = nil }  // the closure held the cache: break the cycle
     }
 
     /// Tasks run on Swift's cooperative pool (as many threads as cores,
@@ -167,6 +168,7 @@ final class Counter: Sendable {
         #expect(s.coalescedRequests == 7, "the requesters did not overlap: \(s)")
         #expect(values.count == 7 && values.allSatisfy { $0 == cacheValue(9) })
         #expect(leaderValue.withLock { $0 } == cacheValue(9))
+        holder.withLock { $0 = nil }  // the closure held the cache: break the cycle
     }
 
     @Test("waiters of a failed rebuild all get its error")
@@ -194,6 +196,7 @@ final class Counter: Sendable {
         #expect(failures == 3 && leaderFailed.withLock { $0 })
         #expect(cache.statistics.rebuilds == 1 && cache.statistics.rebuildFailures == 1)
         #expect(cache.statistics.coalescedRequests == 3)
+        holder.withLock { $0 = nil }  // the closure held the cache: break the cycle
     }
 
     @Test("typed values: strings and arrays of plain values")

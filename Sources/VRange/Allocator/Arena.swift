@@ -294,6 +294,9 @@ final class Arena: @unchecked Sendable {
     func abandon() {
         let drop: [Segment] = state.withLock { s in
             s.abandoned = true
+            // Closed first, so that a free racing with this cannot leave a
+            // span in the magazine after the drain (its segment would stay).
+            magazine.close()
             drainMagazine(&s)
             var out: [Segment] = []
             for case let seg? in s.lists.segments where seg.liveBuffers == 0 {

@@ -14,7 +14,9 @@ struct Magazine: @unchecked Sendable {
     static let tableCapacity = 1024
 
     /// Entries: segment slot << 54 | first page << 22 | pages; 0 = empty.
+    /// Word `closedWord` (same cache line) is 1 once the arena is abandoned.
     let words: UnsafeMutablePointer<Atomic<UInt64>>
+    static let closedWord = 7
     /// Segment slot -> segment, readable without the arena's lock. Written
     /// under the lock when a segment is added or dropped; a segment with an
     /// entry here is never dropped (its spans count as live).
@@ -40,14 +42,29 @@ struct Magazine: @unchecked Sendable {
 
     /// Keeps span [page, page + pages) of segment slot `local`; false when
     /// full or the span does not qualify.
+    /// Nothing is kept once the magazine is closed (its arena abandoned):
+    /// a span put while `close()` runs is taken back, or drained by it.
     @inline(__always)
     func put(local: Int, page: Int, pages: Int) -> Bool {
         guard pages <= Self.maxPages, local < Self.tableCapacity, page < 1 << 32 else { return false }
         let e = Self.entry(local, page, pages)
         for i in 0..<Self.slots where words[i].load(ordering: .relaxed) == 0 {
-            if words[i].compareExchange(expected: 0, desired: e, ordering: .acquiringAndReleasing).exchanged { return true }
+            if words[i].compareExchange(expected: 0, desired: e, ordering: .sequentiallyConsistent).exchanged {
+                // Store-then-check against close()'s store-then-drain: one
+                // of the two sees the other.
+                if words[Self.closedWord].load(ordering: .sequentiallyConsistent) != 0 {
+                    // Take it back unless the drain already has it.
+                    return !words[i].compareExchange(expected: e, desired: 0, ordering: .sequentiallyConsistent).exchanged
+                }
+                return true
+            }
         }
         return false
+    }
+
+    /// Closes the magazine: no span is kept from now on.
+    func close() {
+        words[Self.closedWord].store(1, ordering: .sequentiallyConsistent)
     }
 
     /// Takes a span of exactly `pages` pages; its segment (unretained:
@@ -78,7 +95,7 @@ struct Magazine: @unchecked Sendable {
     /// Empties the magazine, calling `body(local, page, pages)` per span.
     func drain(_ body: (Int, Int, Int) -> Void) {
         for i in 0..<Self.slots {
-            let e = words[i].exchange(0, ordering: .acquiringAndReleasing)
+            let e = words[i].exchange(0, ordering: .sequentiallyConsistent)
             if e != 0 { body(Int(e >> 54), Int((e >> 22) & 0xFFFF_FFFF), Int(e & 0x3F_FFFF)) }
         }
     }
