@@ -14,13 +14,13 @@ import Glibc
         let r = await #expect(processExitsWith: .success, observing: [\.standardOutputContent]) {
             let mibs = 48, size = 2 << 20
             let a = try VolatileAllocator(options: .init(releaseDelay: .milliseconds(300), arenaCount: 1))
-            let start = residentBytes()
+            let start = processResidentBytes()
             var held: [Held] = []
             for i in 0..<(mibs * (1 << 20) / size) { held.append(Held(try a.allocate(byteCount: size), tag: UInt8(i + 1))) }
             for h in held { h.buffer.withUnsafeMutableBytes { raw in for p in stride(from: 0, to: size, by: 4096) { raw[p] = 1 } } }
-            let filled = residentBytes()
+            let filled = processResidentBytes()
             held.removeAll()  // freed while locked: kept for reuse
-            let freed = residentBytes()
+            let freed = processResidentBytes()
             // Churn well within the delay: reuses the freed spans, releases
             // nothing, maps no new segment.
             let segmentsBefore = a.statistics.segmentsCreated
@@ -38,7 +38,7 @@ import Glibc
                 let b = try a.allocate(byteCount: 100)  // a slow-path free runs the release scan
                 b.free()
                 usleep(20_000)
-                now = residentBytes()
+                now = processResidentBytes()
             }
             let waited = Double(Kernel.nanoseconds() - t0) / 1e9
             print("RSS: start \(mib(start)), \(mibs) MiB touched \(mib(filled)), freed \(mib(freed)), "

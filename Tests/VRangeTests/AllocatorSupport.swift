@@ -91,7 +91,7 @@ func purgeEverything(_ a: VolatileAllocator) -> Int {
 }
 
 /// This process's resident set size in bytes (/proc/self/statm, field 2).
-func residentBytes() -> Int {
+func processResidentBytes() -> Int {
     guard let f = fopen("/proc/self/statm", "r") else { return -1 }
     defer { fclose(f) }
     var buffer = [CChar](repeating: 0, count: 128)
