@@ -114,7 +114,7 @@ final class Counter: Sendable {
         let cache = makeCache { k in
             rebuilds.increment()
             // Block until the other 7 are waiting on this flight (bounded).
-            let deadline = Kernel.nanoseconds() + 30_000_000_000
+            let deadline = Kernel.nanoseconds() + 120_000_000_000
             while holder.withLock({ $0! }).statistics.coalescedRequests < 7 && Kernel.nanoseconds() < deadline { sched_yield() }
             return cacheValue(k)
         }
@@ -140,7 +140,9 @@ final class Counter: Sendable {
     /// Tasks run on Swift's cooperative pool (as many threads as cores,
     /// shared with every other test): a rebuild that blocks must not sit on
     /// it. So the leader here is a thread, blocked in its rebuild until the
-    /// tasks (which only suspend) have all joined its flight.
+    /// tasks (which only suspend) have all joined its flight. Sync tests of
+    /// other suites occupy the pool's threads while they run, so the tasks
+    /// may start late: the leader waits for them up to two minutes.
     @Test("a thread and 7 overlapping tasks asking for one missing key run exactly one rebuild")
     func singleFlightTasks() async throws {
         let rebuilds = Counter(), started = Counter()
@@ -148,7 +150,7 @@ final class Counter: Sendable {
         let cache = makeCache { k in
             rebuilds.increment()
             started.increment()
-            let deadline = Kernel.nanoseconds() + 30_000_000_000
+            let deadline = Kernel.nanoseconds() + 120_000_000_000
             while holder.withLock({ $0! }).statistics.coalescedRequests < 7 && Kernel.nanoseconds() < deadline { sched_yield() }
             return cacheValue(k)
         }
@@ -178,7 +180,7 @@ final class Counter: Sendable {
         let holder = Mutex<PurgeableCache<Int>?>(nil)
         let cache = makeCache { _ in
             started.increment()
-            let deadline = Kernel.nanoseconds() + 30_000_000_000
+            let deadline = Kernel.nanoseconds() + 120_000_000_000
             while holder.withLock({ $0! }).statistics.coalescedRequests < 3 && Kernel.nanoseconds() < deadline { sched_yield() }
             throw Failed()
         }

@@ -142,9 +142,14 @@ final class Segment: @unchecked Sendable {
     }
 
     /// Whether slot `slot` of page `page` is known to have lost its contents
-    /// (without clearing the bit).
-    @inline(__always)
+    /// (without clearing the bit). Waits out a transition in flight: a first
+    /// locker that found the page purged has already zero-filled it (and
+    /// made it non-volatile) before it publishes the lost bits, so a reader
+    /// that saw the zeros must not read the bits before they are published.
     func slotLost(page: Int, slot: Int) -> Bool {
-        pageWords[page].load(ordering: .acquiring) & (1 << UInt64(slot)) != 0
+        var w = pageWords[page].load(ordering: .acquiring)
+        var spins = 0
+        while w & SlabWord.busy != 0 { w = waitWhileBusy(page, spins: &spins) }
+        return w & (1 << UInt64(slot)) != 0
     }
 }
