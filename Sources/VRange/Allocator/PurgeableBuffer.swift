@@ -257,7 +257,9 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
                 body(UnsafeRawBufferPointer(rebasing: raw[0..<count]))
             }
         }
-        if segment.slotLost(page: page, slot: slot) { return .purged }
+        // Before: a bit already published (no need to wait for one in flight:
+        // the check after the body does).
+        if segment.slotLost(page: page, slot: slot, settled: false) { return .purged }
         let pageStart = page << segment.pageShift
         let inPage = offset - pageStart
         let r = segment.backing.withVolatileAccess(segment.bytes(pages: page, 1)) { raw in

@@ -30,6 +30,13 @@ final class Segment: @unchecked Sendable {
     /// page; slab: per page) or of the free (free spans).
     let stamps: UnsafeMutablePointer<Atomic<UInt64>>
 
+    #if DEBUG
+    /// Test-only interleaving hook (debug builds): runs inside a first
+    /// lock's transition, after the region found the page purged and
+    /// zero-filled it, before the lost bits are published.
+    nonisolated(unsafe) var afterRepopulateHook: (@Sendable () -> Void)?
+    #endif
+
     init(arena: Arena, source: SegmentSource, byteCount: Int, dedicated: Bool) throws(VRangeError) {
         let backing = try SegmentBacking(source: source, byteCount: byteCount)
         self.backing = backing
@@ -109,6 +116,9 @@ final class Segment: @unchecked Sendable {
                 // Everyone on the page lost their contents; each learns at
                 // its next lock (a free slot's bit is cleared when allocated).
                 lost = SlabWord.lostMask
+                #if DEBUG
+                afterRepopulateHook?()
+                #endif
             }
             word.pointee.store((lost & ~bit) | SlabWord.countOne, ordering: .releasing)
             return lost & bit != 0
@@ -146,10 +156,10 @@ final class Segment: @unchecked Sendable {
     /// locker that found the page purged has already zero-filled it (and
     /// made it non-volatile) before it publishes the lost bits, so a reader
     /// that saw the zeros must not read the bits before they are published.
-    func slotLost(page: Int, slot: Int) -> Bool {
+    func slotLost(page: Int, slot: Int, settled: Bool = true) -> Bool {
         var w = pageWords[page].load(ordering: .acquiring)
         var spins = 0
-        while w & SlabWord.busy != 0 { w = waitWhileBusy(page, spins: &spins) }
+        while settled && w & SlabWord.busy != 0 { w = waitWhileBusy(page, spins: &spins) }
         return w & (1 << UInt64(slot)) != 0
     }
 }
