@@ -20,7 +20,12 @@ let package = Package(
         .target(
             name: "VRange",
             dependencies: ["CVRange"],
-            swiftSettings: [.define("VRANGE_TEST_HOOKS", .when(configuration: .debug))]
+            // VRANGE_TEST_HOOKS: see CVRange. Lifetimes: PurgeableBuffer's
+            // bytes/mutableBytes return spans tied to the buffer (@_lifetime).
+            swiftSettings: [
+                .define("VRANGE_TEST_HOOKS", .when(configuration: .debug)),
+                .enableExperimentalFeature("Lifetimes"),
+            ]
         ),
         .executableTarget(
             name: "VRangeDemo",

@@ -114,7 +114,7 @@ func threadRows(_ c: Config) throws -> [Row] {
     if failures.count.load(ordering: .relaxed) > 0 { throw BenchError("marks failed in the thread row") }
     let mops = { (r: Double) in "\(String(format2: r / 1e6, digits: 1)) M pairs/s" }
     return [
-        Row("mark + unmark 1 page, 2 threads on disjoint pages (region marks; PurgeableBuffer not yet)",
+        Row("mark + unmark 1 page, 2 threads on disjoint pages of one region (region marks)",
             vrange: m[1], "2 threads: \(mops(m[1]))", baseline: m[0], "1 thread: \(mops(m[0]))",
             goal: .scalingAtLeast(1.8)),
         Row("same, each thread its own region (nothing shared: the machine's limit for this code)",

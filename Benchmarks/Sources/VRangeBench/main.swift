@@ -79,9 +79,15 @@ do {
         step("allocator and cache baselines")
         rows += try allocatorRows(config) + [try cacheRow(config)]
     }
+    if only.contains("alloc") {
+        step("buffer lock + unlock")
+        rows += try bufferRows(config)
+    }
     if only.contains("threads") {
         step("two threads")
         rows += try threadRows(config)
+        step("buffer lock + unlock from \(benchThreadCounts().map(String.init).joined(separator: ", ")) threads")
+        rows += try bufferThreadRows(config)
     }
     if only.contains("pressure") {
         step("pressure onset → release (real cgroup pressure, in children)")

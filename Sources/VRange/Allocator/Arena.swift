@@ -1,0 +1,318 @@
+// An arena: the segments one group of threads allocates from, and their span
+// lists, under one lock. Threads are spread over arenas (VolatileAllocator
+// picks by thread), so buffers of different threads live in different
+// segments, hence different regions and volatility-map cache lines. The lock
+// is taken by allocate and free only: lock/unlock of a buffer never takes it.
+import Synchronization
+
+/// What every arena of an allocator shares.
+struct AllocatorConfig: Sendable {
+    let source: SegmentSource
+    let pageSize: Int
+    let pageShift: Int
+    let classes: SizeClasses
+    let firstSegmentBytes: Int
+    let maxSegmentBytes: Int
+    let releaseDelayMs: UInt32
+    let priority: PurgePriority
+}
+
+/// Arena-locked state.
+struct ArenaState {
+    var lists: SpanLists
+    var segmentCount = 0
+    var nextSegmentBytes: Int
+    var lastReleaseScanMs: UInt32 = 0
+    var abandoned = false
+    // Statistics.
+    var liveBuffers = 0
+    var liveBytes = 0
+    var mappedBytes = 0
+    var segmentsCreated = 0
+    var segmentsDropped = 0
+}
+
+final class Arena: @unchecked Sendable {
+    let index: Int
+    let config: AllocatorConfig
+    let state: Locked<ArenaState>
+    /// Bytes given back to the kernel by the release delay and by purges.
+    let releasedBytes = Atomic<Int>(0)
+    /// Hot spans freed while locked (see Magazine).
+    let magazine = Magazine()
+
+    init(index: Int, config: AllocatorConfig) {
+        self.index = index
+        self.config = config
+        state = Locked(ArenaState(lists: SpanLists(classCount: config.classes.sizes.count),
+                                 nextSegmentBytes: config.firstSegmentBytes))
+    }
+
+    deinit { magazine.deallocate() }
+
+    // MARK: - The magazine (lock-free fast path of page spans)
+
+    /// Under the lock: moves the magazine's spans to the free lists.
+    func drainMagazine(_ s: inout ArenaState) {
+        let now = Self.nowMs()
+        magazine.drain { local, page, pages in
+            let seg = s.lists.segments[local]!
+            seg.liveBuffers -= 1
+            s.liveBuffers -= 1
+            s.liveBytes -= pages << config.pageShift
+            s.lists.freeSpan(seg, page, pages, flags: 0, now: now)
+        }
+    }
+
+    /// Coarse milliseconds (wrapping) for free-span ages.
+    @inline(__always)
+    static func nowMs() -> UInt32 { UInt32(truncatingIfNeeded: Kernel.coarseNanoseconds() / 1_000_000) }
+
+    // MARK: - Segments
+
+    /// Maps a segment able to hold `pages` pages and adds it as one free span.
+    private func addSegment(_ s: inout ArenaState, pages: Int) throws(VRangeError) -> Segment {
+        let want = pages << config.pageShift
+        let dedicated = want > config.maxSegmentBytes
+        let bytes = dedicated ? want : max(s.nextSegmentBytes, want)
+        let seg = try Segment(arena: self, source: config.source, byteCount: bytes, dedicated: dedicated)
+        if !dedicated { s.nextSegmentBytes = min(s.nextSegmentBytes * 2, config.maxSegmentBytes) }
+        if let hole = s.lists.segments.firstIndex(where: { $0 == nil }) {
+            seg.localIndex = hole
+            s.lists.segments[hole] = seg
+        } else {
+            seg.localIndex = s.lists.segments.count
+            s.lists.segments.append(seg)
+        }
+        if seg.localIndex < Magazine.tableCapacity { magazine.table[seg.localIndex] = Unmanaged.passUnretained(seg) }
+        s.segmentCount += 1
+        s.segmentsCreated += 1
+        s.mappedBytes += seg.pageCount << config.pageShift
+        // Fresh memory holds nothing to give back: "released" keeps it out
+        // of the release delay and of purge units until it has been used.
+        s.lists.insertFree(seg, 0, seg.pageCount, flags: FreeFlags.released, freedAt: Self.nowMs())
+        return seg
+    }
+
+    /// Removes a wholly free segment; the caller drops the reference outside
+    /// the lock (the region is unmapped when the last reference goes).
+    private func dropSegment(_ s: inout ArenaState, _ seg: Segment) {
+        s.lists.unlinkAll(seg)
+        s.lists.segments[seg.localIndex] = nil
+        if seg.localIndex < Magazine.tableCapacity { magazine.table[seg.localIndex] = nil }
+        s.segmentCount -= 1
+        s.segmentsDropped += 1
+        s.mappedBytes -= seg.pageCount << config.pageShift
+    }
+
+    // MARK: - Allocate
+
+    /// A span of `pages` pages, locked (non-volatile). Returns the segment
+    /// and first page.
+    func allocateSpan(pages: Int) throws(VRangeError) -> (Segment, Int) {
+        let (seg, page, mayBeVolatile) = try state.withLock { s throws(VRangeError) -> (Segment, Int, Bool) in
+            var found = s.lists.takeFree(pages)
+            if found == nil {
+                let seg = try addSegment(&s, pages: pages)
+                found = s.lists.takeFree(pages)
+                precondition(found?.seg === seg, "VRange allocator: a new segment did not fit its request")
+            }
+            let f = found!
+            s.lists.split(f.seg, f.page, pages, spanPages: f.spanPages, flags: f.flags, freedAt: f.seg.tags[f.page].aux)
+            s.lists.setTags(f.seg, f.page, pages, kind: .large)
+            f.seg.liveBuffers += 1
+            s.liveBuffers += 1
+            s.liveBytes += pages << config.pageShift
+            return (f.seg, f.page, f.flags & FreeFlags.mayBeVolatile != 0)
+        }
+        // Outside the lock: the span is ours now. Pages a release or a purger
+        // marked volatile come back non-volatile (zero-filled if purged).
+        if mayBeVolatile { _ = seg.backing.markNonVolatile(seg.bytes(pages: page, pages)) }
+        return (seg, page)
+    }
+
+    /// A slot of size class `c`, locked. Returns the segment, page and slot.
+    func allocateSlot(sizeClass c: Int) throws(VRangeError) -> (Segment, Int, Int) {
+        let slots = config.classes.slotsPerPage(c)
+        let (seg, page, slot) = try state.withLock { s throws(VRangeError) -> (Segment, Int, Int) in
+            if s.lists.partial[c].isEmpty {
+                var found = s.lists.takeFree(1)
+                if found == nil {
+                    _ = try addSegment(&s, pages: 1)
+                    found = s.lists.takeFree(1)
+                }
+                let f = found!
+                s.lists.split(f.seg, f.page, 1, spanPages: f.spanPages, flags: f.flags, freedAt: f.seg.tags[f.page].aux)
+                s.lists.setTags(f.seg, f.page, 1, kind: .slab, aux: UInt32(truncatingIfNeeded: (1 << UInt64(slots)) - 1))
+                f.seg.tags[f.page].sizeClass = UInt8(c)
+                // No buffer is on this page: a plain store is safe.
+                f.seg.pageWords[f.page].store(f.flags & FreeFlags.mayBeVolatile != 0 ? SlabWord.volatile : 0,
+                                              ordering: .relaxed)
+                s.lists.addPartial(f.seg, f.page, sizeClass: c)
+            }
+            let r = s.lists.partial[c][s.lists.partial[c].count - 1]
+            let seg = s.lists.segments[refSegment(r)]!
+            let page = refPage(r)
+            let free = seg.tags[page].aux
+            let slot = free.trailingZeroBitCount
+            seg.tags[page].aux = free & ~(1 << UInt32(slot))
+            if seg.tags[page].aux == 0 { s.lists.removePartial(seg, page, sizeClass: c) }
+            seg.liveBuffers += 1
+            s.liveBuffers += 1
+            s.liveBytes += config.classes.sizes[c]
+            return (seg, page, slot)
+        }
+        // The slot starts locked; whatever it held before is not its
+        // contents, so its lost bit is cleared and ignored.
+        _ = seg.lockSlot(page: page, slot: slot)
+        return (seg, page, slot)
+    }
+
+    // MARK: - Free
+
+    /// Frees a span (`wasLocked`: its pages are non-volatile, else volatile).
+    func freeSpan(_ seg: Segment, page: Int, pages: Int, wasLocked: Bool) {
+        // The caller reaches this arena through the segment, unretained; the
+        // free may drop that segment (the arena of a dead allocator), and
+        // with it the last reference to this arena: hold one to the end.
+        let me = Unmanaged.passRetained(self)
+        defer { me.release() }
+        let now = Self.nowMs()
+        seg.stamp(page: page)
+        let work: ReleaseWork = state.withLock { s in
+            seg.liveBuffers -= 1
+            s.liveBuffers -= 1
+            s.liveBytes -= pages << config.pageShift
+            s.lists.freeSpan(seg, page, pages, flags: wasLocked ? 0 : FreeFlags.mayBeVolatile, now: now)
+            return afterFree(&s, seg, now: now)
+        }
+        if !work.isEmpty { finishRelease(work) }
+    }
+
+    /// Frees a slot (already unlocked on its page word if it was locked).
+    func freeSlot(_ seg: Segment, page: Int, slot: Int) {
+        let me = Unmanaged.passRetained(self)  // see freeSpan
+        defer { me.release() }
+        let now = Self.nowMs()
+        let work: ReleaseWork = state.withLock { s in
+            let c = Int(seg.tags[page].sizeClass)
+            let all = UInt32(truncatingIfNeeded: (1 << UInt64(config.classes.slotsPerPage(c))) - 1)
+            let before = seg.tags[page].aux
+            seg.tags[page].aux = before | (1 << UInt32(slot))
+            seg.liveBuffers -= 1
+            s.liveBuffers -= 1
+            s.liveBytes -= config.classes.sizes[c]
+            if before == 0 { s.lists.addPartial(seg, page, sizeClass: c) }
+            if seg.tags[page].aux == all && s.lists.partial[c].count > 1 {
+                // An empty slab page goes back to the free spans (one empty
+                // page per class stays, so that churn does not convert pages).
+                s.lists.removePartial(seg, page, sizeClass: c)
+                let volatile = seg.pageWords[page].load(ordering: .acquiring) & SlabWord.volatile != 0
+                s.lists.freeSpan(seg, page, 1, flags: volatile ? FreeFlags.mayBeVolatile : 0, now: now)
+            }
+            return afterFree(&s, seg, now: now)
+        }
+        if !work.isEmpty { finishRelease(work) }
+    }
+
+    /// After a free, under the lock: an abandoned arena drops an empty
+    /// segment at once; otherwise the release delay runs now and then.
+    /// Returns segments to drop outside the lock (and purges already done).
+    private func afterFree(_ s: inout ArenaState, _ seg: Segment, now: UInt32) -> ReleaseWork {
+        if s.abandoned && seg.liveBuffers == 0 {
+            dropSegment(&s, seg)
+            return ReleaseWork(purges: [], drops: [seg])
+        }
+        let period = max(config.releaseDelayMs / 4, 1)
+        if now &- s.lastReleaseScanMs >= period {
+            s.lastReleaseScanMs = now
+            return collectExpired(&s, now: now, delayMs: config.releaseDelayMs)
+        }
+        return ReleaseWork()
+    }
+
+    // MARK: - Delayed release
+
+    /// Under the lock: free spans older than `delayMs` are marked volatile
+    /// (so that no allocation can pass them unnoticed) and queued for purging;
+    /// wholly free segments are queued for dropping, except an arena's last
+    /// ordinary segment.
+    private func collectExpired(_ s: inout ArenaState, now: UInt32, delayMs: UInt32) -> ReleaseWork {
+        drainMagazine(&s)
+        var candidates: [SpanRef] = []
+        for b in 0..<SpanLists.bucketCount where !s.lists.buckets[b].isEmpty {
+            for r in s.lists.buckets[b] {
+                let tag = s.lists.segments[refSegment(r)]!.tags[refPage(r)]
+                if tag.flags & FreeFlags.released == 0 && now &- tag.aux >= delayMs { candidates.append(r) }
+            }
+        }
+        var work = ReleaseWork()
+        for r in candidates {
+            let seg = s.lists.segments[refSegment(r)]!
+            let page = refPage(r)
+            let pages = Int(seg.tags[page].pages)
+            if pages == seg.pageCount && seg.liveBuffers == 0 && (seg.dedicated || s.segmentCount > 1) {
+                dropSegment(&s, seg)
+                work.drops.append(seg)
+                continue
+            }
+            let range = seg.bytes(pages: page, pages)
+            seg.backing.markVolatile(range)
+            seg.tags[page].flags |= FreeFlags.released | FreeFlags.mayBeVolatile
+            seg.tags[page + pages - 1].flags = seg.tags[page].flags
+            work.purges.append((seg, range))
+        }
+        return work
+    }
+
+    /// Outside the lock: purge what `collectExpired` queued; drop segments.
+    private func finishRelease(_ work: consuming ReleaseWork) {
+        var released = 0
+        for (seg, range) in work.purges { released += seg.backing.purge(range) }
+        // Resident bytes of dropped segments are not known; count what was
+        // mapped (their last reference goes with `work`, unmapping them).
+        for seg in work.drops { released += seg.pageCount << config.pageShift }
+        if released > 0 { releasedBytes.add(released, ordering: .relaxed) }
+    }
+
+    /// Releases free spans freed at least `delayMs` ago now. Returns bytes
+    /// given back to the kernel.
+    func release(olderThanMs delayMs: UInt32) -> Int {
+        let before = releasedBytes.load(ordering: .relaxed)
+        let work: ReleaseWork = state.withLock { s in
+            let now = Self.nowMs()
+            s.lastReleaseScanMs = now
+            return collectExpired(&s, now: now, delayMs: delayMs)
+        }
+        finishRelease(work)
+        return releasedBytes.load(ordering: .relaxed) - before
+    }
+
+    /// The allocator is gone: drop every segment without live buffers now,
+    /// the others when their last buffer is freed. Segments keep the arena
+    /// alive until then.
+    func abandon() {
+        let drop: [Segment] = state.withLock { s in
+            s.abandoned = true
+            // Closed first, so that a free racing with this cannot leave a
+            // span in the magazine after the drain (its segment would stay).
+            magazine.close()
+            drainMagazine(&s)
+            var out: [Segment] = []
+            for case let seg? in s.lists.segments where seg.liveBuffers == 0 {
+                dropSegment(&s, seg)
+                out.append(seg)
+            }
+            return out
+        }
+        _ = drop
+    }
+}
+
+/// Release work found under the lock and done after it: purges of expired
+/// free spans (already marked volatile) and segments to drop.
+struct ReleaseWork {
+    var purges: [(Segment, Range<Int>)] = []
+    var drops: [Segment] = []
+    var isEmpty: Bool { purges.isEmpty && drops.isEmpty }
+}

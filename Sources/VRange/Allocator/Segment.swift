@@ -1,0 +1,165 @@
+// One segment of an allocator: a region carved into page spans, plus the
+// per-page bookkeeping that lives outside it (its pages may be purged, so no
+// metadata is ever stored in them). Owned by one arena.
+import Synchronization
+
+final class Segment: @unchecked Sendable {
+    let backing: SegmentBacking
+    let base: UnsafeMutableRawPointer
+    let pageCount: Int
+    let pageShift: Int
+    /// The arena whose lock guards `tags`, `localIndex` and `liveBuffers`.
+    /// Strong: an abandoned arena lives as long as a buffer in one of its
+    /// segments (see `Arena.abandon`).
+    let arena: Arena
+    /// Index in the arena's segment table (under the arena's lock).
+    var localIndex: Int = 0
+    /// Buffers allocated in this segment and not freed (under the arena's lock).
+    var liveBuffers = 0
+    /// Whether this segment was made for one oversized buffer.
+    let dedicated: Bool
+    /// Its arena's magazine (two pointers: reachable without retaining the
+    /// arena, for the lock-free free path).
+    let magazine: Magazine
+
+    /// Arena-locked span tags, one per page.
+    let tags: UnsafeMutablePointer<PageTag>
+    /// Slab pages: the lock-free page word (`SlabWord`).
+    let pageWords: UnsafeMutablePointer<Atomic<UInt64>>
+    /// RecencyClock stamp of the last unlock (large: at the span's first
+    /// page; slab: per page) or of the free (free spans).
+    let stamps: UnsafeMutablePointer<Atomic<UInt64>>
+
+    #if DEBUG
+    /// Test-only interleaving hook (debug builds): runs inside a first
+    /// lock's transition, after the region found the page purged and
+    /// zero-filled it, before the lost bits are published.
+    nonisolated(unsafe) var afterRepopulateHook: (@Sendable () -> Void)?
+    #endif
+
+    init(arena: Arena, source: SegmentSource, byteCount: Int, dedicated: Bool) throws(VRangeError) {
+        let backing = try SegmentBacking(source: source, byteCount: byteCount)
+        self.backing = backing
+        self.base = backing.baseAddress
+        self.pageShift = Kernel.pageSize.trailingZeroBitCount
+        self.pageCount = backing.size >> pageShift
+        self.arena = arena
+        self.magazine = arena.magazine
+        self.dedicated = dedicated
+        tags = .allocate(capacity: pageCount)
+        tags.initialize(repeating: PageTag(), count: pageCount)
+        let words = UnsafeMutableRawPointer.allocate(byteCount: 16 * pageCount, alignment: 64)
+        words.initializeMemory(as: UInt64.self, repeating: 0, count: 2 * pageCount)
+        pageWords = words.assumingMemoryBound(to: Atomic<UInt64>.self)
+        stamps = (words + 8 * pageCount).assumingMemoryBound(to: Atomic<UInt64>.self)
+    }
+
+    deinit {
+        tags.deinitialize(count: pageCount)
+        tags.deallocate()
+        UnsafeMutableRawPointer(pageWords).deallocate()
+        backing.close()
+    }
+
+    /// Bytes of bookkeeping per page, outside the region (the region's own
+    /// volatility map comes on top: 2 bits a page).
+    static let metadataBytesPerPage = MemoryLayout<PageTag>.stride + 16
+
+    @inline(__always)
+    func bytes(pages first: Int, _ count: Int) -> Range<Int> {
+        (first << pageShift)..<((first + count) << pageShift)
+    }
+
+    @inline(__always)
+    func stamp(page: Int) {
+        let now = RecencyClock.now
+        if stamps[page].load(ordering: .relaxed) != now { stamps[page].store(now, ordering: .relaxed) }
+    }
+
+    // MARK: - Slab pages: lock-free sharing of one page by several buffers
+
+    /// Spins briefly, then yields, while a page word is busy.
+    @inline(__always)
+    private func waitWhileBusy(_ page: Int, spins: inout Int) -> UInt64 {
+        spins += 1
+        if spins > 64 { Kernel.yield() }
+        return pageWords[page].load(ordering: .acquiring)
+    }
+
+    /// Slot `slot` of slab page `page` becomes locked: the page is marked
+    /// non-volatile if it was volatile. Returns whether the slot's contents
+    /// were lost (purged) since it was last locked; clears that bit.
+    func lockSlot(page: Int, slot: Int) -> Bool {
+        let word = pageWords + page
+        let bit: UInt64 = 1 << UInt64(slot)
+        var w = word.pointee.load(ordering: .acquiring)
+        var spins = 0
+        while true {
+            if w & SlabWord.busy != 0 { w = waitWhileBusy(page, spins: &spins); continue }
+            if w & SlabWord.countMask != 0 || w & SlabWord.volatile == 0 {
+                // The page is non-volatile (a neighbour holds it, or nobody
+                // unlocked it yet): count ourselves in, take our lost bit.
+                precondition(SlabWord.count(w) < 32, "VRange: slab page count overflow")
+                let (done, seen) = word.pointee.compareExchange(
+                    expected: w, desired: (w &+ SlabWord.countOne) & ~bit, ordering: .acquiringAndReleasing)
+                if done { return w & bit != 0 }
+                w = seen
+                continue
+            }
+            // First lock on a volatile page: hold it busy while the region
+            // marks it non-volatile, so no unlock can re-mark it meanwhile.
+            let (done, seen) = word.pointee.compareExchange(
+                expected: w, desired: w | SlabWord.busy, ordering: .acquiringAndReleasing)
+            if !done { w = seen; continue }
+            var lost = w & SlabWord.lostMask
+            if backing.markNonVolatile(bytes(pages: page, 1)).wasPurged {
+                // Everyone on the page lost their contents; each learns at
+                // its next lock (a free slot's bit is cleared when allocated).
+                lost = SlabWord.lostMask
+                #if DEBUG
+                afterRepopulateHook?()
+                #endif
+            }
+            word.pointee.store((lost & ~bit) | SlabWord.countOne, ordering: .releasing)
+            return lost & bit != 0
+        }
+    }
+
+    /// A locked slot of page `page` is unlocked (or freed while locked): the
+    /// page becomes volatile when no slot on it is locked any more.
+    func unlockSlot(page: Int) {
+        let word = pageWords + page
+        var w = word.pointee.load(ordering: .acquiring)
+        var spins = 0
+        while true {
+            if w & SlabWord.busy != 0 { w = waitWhileBusy(page, spins: &spins); continue }
+            precondition(SlabWord.count(w) > 0, "VRange: slab page unlocked more often than locked")
+            if SlabWord.count(w) > 1 {
+                let (done, seen) = word.pointee.compareExchange(
+                    expected: w, desired: w &- SlabWord.countOne, ordering: .acquiringAndReleasing)
+                if done { return }
+                w = seen
+                continue
+            }
+            let (done, seen) = word.pointee.compareExchange(
+                expected: w, desired: (w &- SlabWord.countOne) | SlabWord.busy, ordering: .acquiringAndReleasing)
+            if !done { w = seen; continue }
+            stamp(page: page)
+            backing.markVolatile(bytes(pages: page, 1))
+            word.pointee.store((w &- SlabWord.countOne) | SlabWord.volatile, ordering: .releasing)
+            return
+        }
+    }
+
+    /// Whether slot `slot` of page `page` is known to have lost its contents
+    /// (without clearing the bit). Waits out a transition in flight: a first
+    /// locker that found the page purged has already zero-filled it (and
+    /// made it non-volatile) before it publishes the lost bits, so a reader
+    /// that saw the zeros must not read the bits before they are published.
+    func slotLost(page: Int, slot: Int, settled: Bool = true) -> Bool {
+        var w = pageWords[page].load(ordering: .acquiring)
+        var spins = 0
+        while settled && w & SlabWord.busy != 0 { w = waitWhileBusy(page, spins: &spins) }
+        return w & (1 << UInt64(slot)) != 0
+    }
+}

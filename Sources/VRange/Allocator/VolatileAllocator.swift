@@ -1,0 +1,199 @@
+// VolatileAllocator: purgeable buffers carved from volatile segments
+// (DESIGN.md §8). Large buffers are page spans with best-fit free lists and a
+// delayed release; small ones share slab pages. Threads are spread over
+// arenas with their own segments; lock/unlock takes no lock at all.
+
+/// An allocator of `PurgeableBuffer`s: memory that is volatile (purgeable)
+/// while unlocked.
+///
+/// - Buffers of a page or more are page spans carved from segments (one
+///   `VolatileRegion` each, 4 MiB at first, doubling per arena up to
+///   `Options.maxSegmentBytes`; larger buffers get a segment of their own).
+///   Freed spans are kept in 256 size-bucketed lists (best fit, most
+///   recently freed first, merged with free neighbours) and stay resident:
+///   allocate/free churn costs no system call. Spans free for longer than
+///   `Options.releaseDelay` are purged (`MADV_DONTNEED`) on a later free or
+///   by `releaseFreeMemory(olderThan:)`; a purger purges them first of all
+///   (they are purge units of class `.veryLow`). Wholly free segments are
+///   unmapped.
+/// - Smaller buffers share slab pages of 11 size classes (128 B to half a
+///   page). A shared page is marked volatile only when every buffer on it is
+///   unlocked; a buffer whose page was purged learns it at its next lock,
+///   even when a neighbour locked the page first.
+/// - Each thread allocates from one of `Options.arenaCount` arenas (by order
+///   of first use), each with its own segments, so buffers of different
+///   threads do not share volatility-map cache lines. Allocate and free take
+///   their arena's lock; `lock()`/`unlock()` of a buffer take no lock.
+///
+/// Thread-safe. Buffers may outlive the allocator: its segments are unmapped
+/// when their last buffer is freed.
+public final class VolatileAllocator: Sendable {
+    /// How an allocator is set up.
+    public struct Options: Sendable, Equatable {
+        /// Where segments come from. Default: anonymous regions with the
+        /// automatic fault mechanism.
+        public var source: SegmentSource
+        /// Size of an arena's first segment (each new one doubles, up to
+        /// `maxSegmentBytes`). Default 4 MiB.
+        public var segmentBytes: Int
+        /// Largest shared segment; a bigger buffer gets a segment of its own.
+        /// Default 64 MiB.
+        public var maxSegmentBytes: Int
+        /// How long freed memory stays resident for reuse before it goes back
+        /// to the kernel. Default 1 second (mimalloc's purge delay is 10 ms,
+        /// Chromium's discardable heap waits minutes).
+        public var releaseDelay: Duration
+        /// Number of arenas (rounded up to a power of two); nil picks twice
+        /// the number of online CPUs.
+        public var arenaCount: Int?
+        /// The class a purger sees for this allocator's unlocked buffers
+        /// (free memory is always `.veryLow`). Default `.normal`.
+        public var purgePriority: PurgePriority
+
+        public init(
+            source: SegmentSource = .anonymous(), segmentBytes: Int = 4 << 20, maxSegmentBytes: Int = 64 << 20,
+            releaseDelay: Duration = .seconds(1), arenaCount: Int? = nil, purgePriority: PurgePriority = .normal
+        ) {
+            self.source = source
+            self.segmentBytes = segmentBytes
+            self.maxSegmentBytes = maxSegmentBytes
+            self.releaseDelay = releaseDelay
+            self.arenaCount = arenaCount
+            self.purgePriority = purgePriority
+        }
+    }
+
+    /// What an allocator holds, summed over its arenas.
+    public struct Statistics: Sendable, Equatable {
+        /// Buffers allocated and not freed.
+        public var liveBuffers: Int
+        /// Their bytes, rounded to slot or page sizes.
+        public var liveBytes: Int
+        /// Segments mapped now, and their bytes.
+        public var segments: Int
+        public var mappedBytes: Int
+        /// Segments mapped and unmapped since the allocator was made.
+        public var segmentsCreated: Int
+        public var segmentsDropped: Int
+        /// Free memory given back to the kernel so far (release delay, purges
+        /// of free spans, unmapped segments).
+        public var releasedBytes: Int
+        /// Bookkeeping outside the segments (per-page tags and words).
+        public var metadataBytes: Int
+    }
+
+    public let options: Options
+    let config: AllocatorConfig
+    let arenas: [Arena]
+    /// The arenas' magazines, by arena index: plain values, so that the
+    /// allocation fast path retains nothing.
+    nonisolated(unsafe) let magazines: UnsafeMutablePointer<Magazine>
+
+    /// The system page size: buffers of at least this size are page spans.
+    public var pageSize: Int { config.pageSize }
+    /// The largest buffer that shares a page with others.
+    public var maxSmallBufferSize: Int { config.classes.maxSmall }
+
+    /// Makes an allocator. Nothing is mapped until the first allocation.
+    ///
+    /// - Throws: `.invalidSize` when a segment size is not positive or the
+    ///   first segment is larger than `maxSegmentBytes`, or when `arenaCount`
+    ///   is not in 1...4096.
+    public init(options: Options = Options()) throws(VRangeError) {
+        let pageSize = Kernel.pageSize
+        guard options.segmentBytes > 0 else { throw .invalidSize(options.segmentBytes) }
+        guard options.maxSegmentBytes >= options.segmentBytes else { throw .invalidSize(options.maxSegmentBytes) }
+        guard (1...4096).contains(options.arenaCount ?? 1) else { throw .invalidSize(options.arenaCount ?? 0) }
+        // A power of two, so that picking a thread's arena is a mask.
+        var arenaCount = 1
+        while arenaCount < (options.arenaCount ?? min(64, 2 * Kernel.onlineCPUs)) { arenaCount <<= 1 }
+        let first = try PageGeometry.roundedSize(options.segmentBytes, pageSize: pageSize)
+        let most = try PageGeometry.roundedSize(options.maxSegmentBytes, pageSize: pageSize)
+        let (seconds, attoseconds) = options.releaseDelay.components
+        let ms = max(0, seconds) * 1000 + max(0, attoseconds) / 1_000_000_000_000_000
+        let config = AllocatorConfig(
+            source: options.source, pageSize: pageSize, pageShift: pageSize.trailingZeroBitCount,
+            classes: SizeClasses(pageSize: pageSize), firstSegmentBytes: first, maxSegmentBytes: most,
+            releaseDelayMs: UInt32(clamping: ms), priority: options.purgePriority)
+        self.options = options
+        self.config = config
+        let arenas = (0..<arenaCount).map { Arena(index: $0, config: config) }
+        self.arenas = arenas
+        magazines = .allocate(capacity: arenaCount)
+        magazines.initialize(from: arenas.map(\.magazine), count: arenaCount)
+    }
+
+    deinit {
+        for arena in arenas { arena.abandon() }
+        magazines.deallocate()
+    }
+
+    /// The calling thread's arena index.
+    @inline(__always)
+    var currentArenaIndex: Int { Kernel.ThreadIndex.current & (arenas.count - 1) }
+
+    /// Allocates a buffer of `byteCount` bytes. It starts **locked**
+    /// (non-volatile); its contents are unspecified (zero where the memory is
+    /// fresh or was released, else what an earlier buffer left there).
+    ///
+    /// - Throws: `.invalidSize` for a size of zero or less or one too large
+    ///   to map; `.system` or `.unsupported` when a new segment cannot be
+    ///   mapped (out of memory, or the process's 4096 regions are in use).
+    public func allocate(byteCount: Int) throws(VRangeError) -> PurgeableBuffer {
+        guard byteCount > 0 else { throw .invalidSize(byteCount) }
+        let index = currentArenaIndex
+        if byteCount > config.classes.maxSmall && byteCount <= Magazine.maxPages << config.pageShift {
+            // Fast path: a hot span of this size, one CAS, no lock.
+            let pages = (byteCount + config.pageSize - 1) >> config.pageShift
+            if let (seg, page) = magazines[index].take(pages: pages) {
+                return PurgeableBuffer(segment: seg, offset: page << config.pageShift, count: byteCount, slot: -1)
+            }
+        }
+        let arena = arenas[index]
+        if let c = config.classes.classFor(byteCount) {
+            let (seg, page, slot) = try arena.allocateSlot(sizeClass: c)
+            let offset = page << config.pageShift + slot * config.classes.sizes[c]
+            return PurgeableBuffer(segment: .passUnretained(seg), offset: offset, count: byteCount, slot: slot)
+        }
+        let bytes = try PageGeometry.roundedSize(byteCount, pageSize: config.pageSize)
+        guard bytes <= Int(UInt32.max) << config.pageShift else { throw .invalidSize(byteCount) }
+        let (seg, page) = try arena.allocateSpan(pages: bytes >> config.pageShift)
+        return PurgeableBuffer(segment: .passUnretained(seg), offset: page << config.pageShift, count: byteCount, slot: -1)
+    }
+
+    /// Gives free memory that has been free for at least `age` back to the
+    /// kernel now (`MADV_DONTNEED` of free spans; wholly free segments are
+    /// unmapped, except each arena's last one). Memory in use is never
+    /// touched.
+    ///
+    /// - Returns: the bytes released.
+    @discardableResult
+    public func releaseFreeMemory(olderThan age: Duration = .zero) -> Int {
+        let (seconds, attoseconds) = age.components
+        let ms = UInt32(clamping: max(0, seconds) * 1000 + max(0, attoseconds) / 1_000_000_000_000_000)
+        return arenas.reduce(0) { $0 + $1.release(olderThanMs: ms) }
+    }
+
+    /// A snapshot of what the allocator holds.
+    public var statistics: Statistics {
+        var s = Statistics(liveBuffers: 0, liveBytes: 0, segments: 0, mappedBytes: 0, segmentsCreated: 0,
+                           segmentsDropped: 0, releasedBytes: 0, metadataBytes: 0)
+        for arena in arenas {
+            // Spans in a magazine count as free.
+            let cached = arena.magazine.census(pageShift: config.pageShift)
+            s.liveBuffers -= cached.spans
+            s.liveBytes -= cached.bytes
+            arena.state.withLock { a in
+                s.liveBuffers += a.liveBuffers
+                s.liveBytes += a.liveBytes
+                s.segments += a.segmentCount
+                s.mappedBytes += a.mappedBytes
+                s.segmentsCreated += a.segmentsCreated
+                s.segmentsDropped += a.segmentsDropped
+            }
+            s.releasedBytes += arena.releasedBytes.load(ordering: .relaxed)
+        }
+        s.metadataBytes = (s.mappedBytes >> config.pageShift) * Segment.metadataBytesPerPage
+        return s
+    }
+}

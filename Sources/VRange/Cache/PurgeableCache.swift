@@ -1,0 +1,274 @@
+// PurgeableCache: key -> bytes in purgeable buffers, unlocked (volatile)
+// whenever nobody reads them, so that memory pressure takes them instead of
+// the process. Sharded (one mutex per shard, no global lock), LRU within a
+// shard, a cost limit, statistics. Rebuilds live in PurgeableCache+Rebuild.
+import Synchronization
+
+/// A thread-safe cache of byte values that memory pressure may purge.
+///
+/// Each value lives in a `PurgeableBuffer` that stays **unlocked**
+/// (volatile) except while it is being read, so a purger (or the kernel in
+/// kernel-driven mode) can discard it when memory is tight. A lookup that
+/// finds its entry purged drops it and answers "not cached"; with a
+/// rebuild closure, `fetchBytes(forKey:)` regenerates it instead, and
+/// concurrent requests for the same missing key share **one** rebuild.
+///
+/// Like `NSCache`, entries have a cost (their size by default) and the
+/// cache evicts least recently used entries to stay within `costLimit`
+/// (approximately: keys are spread over shards, each with its own LRU
+/// order; the total cost is exact). Unlike `NSCache` on Linux, discarded
+/// content really is evicted, lookups report it, and memory pressure
+/// reaches it through the allocator (`PurgeableMemory`).
+public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
+    /// Regenerates the bytes of `key` (for a miss or a purged entry).
+    public typealias Rebuild = @Sendable (Key) throws -> [UInt8]
+
+    /// The allocator holding the values: register it with a purger.
+    public let allocator: VolatileAllocator
+    /// Total cost above which least recently used entries are evicted.
+    public let costLimit: Int
+    let rebuild: Rebuild?
+    @usableFromInline let shards: [CacheShard<Key>]
+    @usableFromInline let totalCost = Atomic<Int>(0)
+
+    /// Makes a cache.
+    ///
+    /// - Parameters:
+    ///   - costLimit: the most total cost kept (default: no limit; memory
+    ///     pressure still purges).
+    ///   - allocator: where values live (default: a new allocator with the
+    ///     default options). Register it with your `Purger`.
+    ///   - shards: lock shards, rounded up to a power of two (default 16).
+    ///   - rebuild: regenerates a missing or purged value for
+    ///     `fetchBytes(forKey:)` (optional; a call can pass its own).
+    public init(costLimit: Int = .max, allocator: VolatileAllocator? = nil, shards: Int = 16, rebuild: Rebuild? = nil) {
+        // Default options are always valid: this cannot throw.
+        self.allocator = allocator ?? (try! VolatileAllocator())
+        self.costLimit = max(0, costLimit)
+        self.rebuild = rebuild
+        var n = 1
+        while n < max(1, shards) { n <<= 1 }
+        self.shards = (0..<n).map { _ in CacheShard() }
+    }
+
+    @inlinable
+    func shard(_ key: Key) -> Int { key.hashValue & (shards.count - 1) }
+
+    // MARK: - Set
+
+    /// Stores a copy of `bytes` under `key`, replacing any value, and
+    /// unlocks it (from now on it may be purged). May evict least recently
+    /// used entries to stay within `costLimit`.
+    ///
+    /// - Parameters:
+    ///   - cost: the entry's cost (default: its byte count).
+    /// - Throws: what `VolatileAllocator.allocate` throws (an empty value
+    ///   is `.invalidSize(0)`); the cache is unchanged then.
+    public func setBytes(_ bytes: UnsafeRawBufferPointer, forKey key: Key, cost: Int? = nil) throws(VRangeError) {
+        var buffer = try allocator.allocate(byteCount: bytes.count)
+        buffer.withUnsafeMutableBytes { $0.copyMemory(from: bytes) }
+        buffer.unlock()
+        store(CacheEntry(key: key, buffer: buffer, cost: max(0, cost ?? bytes.count)))
+    }
+
+    /// Stores a copy of `bytes` under `key`. See `setBytes(_:forKey:cost:)`.
+    public func setBytes(_ bytes: [UInt8], forKey key: Key, cost: Int? = nil) throws(VRangeError) {
+        let r = bytes.withUnsafeBytes { raw in Result { () throws(VRangeError) in try setBytes(raw, forKey: key, cost: cost) } }
+        try r.get()
+    }
+
+    /// Inserts an entry and evicts to stay within the cost limit.
+    func store(_ entry: CacheEntry<Key>) {
+        let s = shard(entry.key)
+        let replaced = shards[s].withLock { $0.insert(entry) }
+        totalCost.add(entry.cost - (replaced?.cost ?? 0), ordering: .relaxed)
+        evictIfNeeded(startingAt: s, keep: entry)
+    }
+
+    /// Evicts LRU entries, the inserting shard first, then the others in
+    /// turn, until the total cost is within the limit. `keep` goes last.
+    private func evictIfNeeded(startingAt first: Int, keep: CacheEntry<Key>) {
+        var dropped: [CacheEntry<Key>] = []
+        defer { _ = dropped }  // freed after every mutex is released
+        for pass in 0..<2 {
+            for k in 0..<shards.count where totalCost.load(ordering: .relaxed) > costLimit {
+                let i = (first + k) & (shards.count - 1)
+                let freed = shards[i].withLock { s -> Int in
+                    var freed = 0
+                    var e = s.oldest
+                    while let victim = e, totalCost.load(ordering: .relaxed) - freed > costLimit {
+                        e = victim.newer
+                        if victim === keep && pass == 0 { continue }
+                        dropped.append(s.remove(victim))
+                        s.stats.evictions += 1
+                        freed += victim.cost
+                    }
+                    return freed
+                }
+                if freed > 0 { totalCost.subtract(freed, ordering: .relaxed) }
+            }
+        }
+    }
+
+    // MARK: - Get
+
+    /// The bytes stored under `key`, copied out; nil when the key is absent
+    /// or its entry was purged (the entry is dropped then). Never rebuilds.
+    @inlinable
+    public func bytes(forKey key: Key) -> [UInt8]? {
+        var dropped: CacheEntry<Key>?
+        defer { _ = dropped }
+        let s = shard(key)
+        return shards[s].withLock { st -> [UInt8]? in
+            guard let e = st.map[key] else {
+                st.stats.misses += 1
+                return nil
+            }
+            if e.buffer.lock().wasPurged {
+                e.buffer.unlock()
+                dropped = st.remove(e)
+                st.stats.purgedMisses += 1
+                totalCost.subtract(e.cost, ordering: .relaxed)
+                return nil
+            }
+            st.stats.hits += 1
+            st.touch(e)
+            let copy = e.buffer.withUnsafeBytes { [UInt8]($0) }
+            e.buffer.unlock()
+            return copy
+        }
+    }
+
+    /// Copies the bytes stored under `key` into `destination` (as many as
+    /// fit), under the shard's lock: one lock round trip, no allocation.
+    ///
+    /// - Returns: the value's full size, or nil when the key is absent or
+    ///   its entry was purged (the entry is dropped then). Never rebuilds.
+    @inlinable
+    public func copyBytes(forKey key: Key, into destination: UnsafeMutableRawBufferPointer) -> Int? {
+        var dropped: CacheEntry<Key>?
+        defer { _ = dropped }
+        return shards[shard(key)].withLock { st -> Int? in
+            guard let e = st.map[key] else {
+                st.stats.misses += 1
+                return nil
+            }
+            if e.buffer.lock().wasPurged {
+                e.buffer.unlock()
+                dropped = st.remove(e)
+                st.stats.purgedMisses += 1
+                totalCost.subtract(e.cost, ordering: .relaxed)
+                return nil
+            }
+            st.stats.hits += 1
+            st.touch(e)
+            let n = e.buffer.withUnsafeBytes { raw in
+                let n = min(raw.count, destination.count)
+                if n > 0 { destination.baseAddress!.copyMemory(from: raw.baseAddress!, byteCount: n) }
+                return raw.count
+            }
+            e.buffer.unlock()
+            return n
+        }
+    }
+
+    /// Runs `body` over the bytes stored under `key`, without copying them,
+    /// while they are locked; nil when the key is absent or was purged (the
+    /// entry is dropped then). Never rebuilds. `body` runs outside the
+    /// cache's locks, so it may use the cache.
+    ///
+    /// - Returns: `body`'s result, or nil.
+    /// - Throws: what `body` throws.
+    @inlinable
+    public func withBytes<R, E: Error>(
+        forKey key: Key, _ body: (UnsafeRawBufferPointer) throws(E) -> R
+    ) throws(E) -> R? {
+        guard let (e, bytes) = checkOut(key) else { return nil }
+        defer { checkIn(e) }
+        return try body(bytes)
+    }
+
+    /// Finds and locks the entry of `key` for a reader; nil when absent or
+    /// purged (dropped then).
+    @inlinable
+    func checkOut(_ key: Key) -> (CacheEntry<Key>, UnsafeRawBufferPointer)? {
+        var dropped: CacheEntry<Key>?
+        defer { _ = dropped }
+        return shards[shard(key)].withLock { st -> (CacheEntry<Key>, UnsafeRawBufferPointer)? in
+            guard let e = st.map[key] else {
+                st.stats.misses += 1
+                return nil
+            }
+            if e.buffer.lock().wasPurged {
+                e.buffer.unlock()
+                dropped = st.remove(e)
+                st.stats.purgedMisses += 1
+                totalCost.subtract(e.cost, ordering: .relaxed)
+                return nil
+            }
+            st.stats.hits += 1
+            st.touch(e)
+            e.readers += 1
+            return (e, e.buffer.withUnsafeBytes { $0 })
+        }
+    }
+
+    /// A reader is done: unlock (the buffer becomes volatile again when the
+    /// last reader leaves).
+    @inlinable
+    func checkIn(_ e: CacheEntry<Key>) {
+        shards[shard(e.key)].withLock { _ in
+            e.readers -= 1
+            e.buffer.unlock()
+        }
+    }
+
+    // MARK: - Remove and inspect
+
+    /// Removes the value of `key`. Returns whether there was one.
+    @discardableResult
+    public func removeValue(forKey key: Key) -> Bool {
+        let removed = shards[shard(key)].withLock { st -> CacheEntry<Key>? in
+            st.map[key].map { st.remove($0) }
+        }
+        if let removed { totalCost.subtract(removed.cost, ordering: .relaxed) }
+        return removed != nil
+    }
+
+    /// Removes every value.
+    public func removeAll() {
+        for shard in shards {
+            let all = shard.withLock { st -> [CacheEntry<Key>] in
+                let all = Array(st.map.values)
+                for e in all { st.remove(e) }
+                return all
+            }
+            totalCost.subtract(all.reduce(0) { $0 + $1.cost }, ordering: .relaxed)
+        }
+    }
+
+    /// Whether `key` has an entry (which may have been purged meanwhile).
+    /// Counts no lookup.
+    public func contains(_ key: Key) -> Bool {
+        shards[shard(key)].withLock { $0.map[key] != nil }
+    }
+
+    /// How many entries are stored (purged ones included until looked up).
+    public var count: Int { shards.reduce(0) { n, s in n + s.withLock { $0.map.count } } }
+
+    /// Counters and contents. Resident and purged bytes are found by asking
+    /// each stored entry's memory (a scan: not for hot paths).
+    public var statistics: CacheStatistics {
+        var total = CacheStatistics()
+        for shard in shards {
+            shard.withLock { st in
+                var s = st.stats
+                for e in st.map.values {
+                    if e.readers == 0 && e.buffer.isContentDiscarded { s.purgedBytes += e.buffer.count } else { s.residentBytes += e.buffer.count }
+                }
+                total.add(s)
+            }
+        }
+        return total
+    }
+}

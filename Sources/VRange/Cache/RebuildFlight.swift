@@ -1,0 +1,44 @@
+// Single flight: the first request for a missing key runs the rebuild; the
+// others, synchronous or async, wait for its result instead of running their
+// own. Threads block on an event; tasks suspend on a continuation.
+import Synchronization
+
+@usableFromInline
+final class RebuildFlight: Sendable {
+    private struct State {
+        var result: Result<[UInt8], any Error>?
+        var continuations: [CheckedContinuation<[UInt8], any Error>] = []
+    }
+    private let state = Locked(State())
+    private let done = Kernel.Event()
+
+    /// Publishes the result and wakes every waiter.
+    func complete(_ result: Result<[UInt8], any Error>) {
+        let waiting = state.withLock { s in
+            s.result = result
+            let c = s.continuations
+            s.continuations = []
+            return c
+        }
+        for c in waiting { c.resume(with: result) }
+        done.signal()
+    }
+
+    /// Blocks the thread until the rebuild is done.
+    func wait() throws -> [UInt8] {
+        done.wait()
+        return try state.withLock { $0.result! }.get()
+    }
+
+    /// Suspends the task until the rebuild is done.
+    func value() async throws -> [UInt8] {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<[UInt8], any Error>) in
+            let ready = state.withLock { s -> Result<[UInt8], any Error>? in
+                if let r = s.result { return r }
+                s.continuations.append(c)
+                return nil
+            }
+            if let ready { c.resume(with: ready) }
+        }
+    }
+}
