@@ -3,7 +3,6 @@
 // exits (a pthread key destructor). The allocator picks a thread's arena
 // with it, so live threads get distinct arenas while there are enough, even
 // in programs that start and stop threads all the time.
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -13,7 +12,7 @@ import Musl
 extension Kernel {
     enum ThreadIndex {
         /// Numbers given back by exited threads, and the next new one.
-        private static let pool = Mutex<(free: [Int], next: Int)>(([], 0))
+        private static let pool = Locked<(free: [Int], next: Int)>(([], 0))
         private static let key: pthread_key_t = {
             var key = pthread_key_t()
             let rc = pthread_key_create(&key, { raw in
