@@ -4,7 +4,14 @@
 //   00 neutral (file: non-volatile)   01 voted volatile
 //   11 voted, and purged since        10 pinned (mappers only)
 // A purge sets 01 -> 11 for every party that had the page voted, so that
-// each learns of it separately when it marks the page non-volatile.
+// each learns of it separately when it marks the page non-volatile; and
+// 10 -> 11 for a party that published its pin (or, for the file, the
+// transient 10 of an unmark in flight) after the purge re-read the rule:
+// such a party is waiting on the locked page, and takes the notice when the
+// lock is gone (a page pinned before the re-check is never purged). Without
+// that notice another party could repopulate the page (11 -> 00 in the
+// content map) before the waiter looks, and the waiter would call intact a
+// page whose contents are gone.
 import Synchronization
 
 struct PartyMap: @unchecked Sendable {
@@ -55,14 +62,17 @@ struct PartyMap: @unchecked Sendable {
         }
     }
 
-    /// Gives every voted page of `mask` in word `w` a purge notice (01 -> 11).
+    /// Gives every page of `mask` in word `w` that is voted or pinned a
+    /// purge notice (01 -> 11, 10 -> 11); neutral pages stay neutral. Called
+    /// for pages a purge punched, which no party had pinned when the purge
+    /// re-read the rule: a pin seen now was published after that re-read.
     @inline(__always)
     func notePurge(word w: Int, mask m: UInt64) {
         var old = words[w].load(ordering: .relaxed)
         while true {
-            let add = old & ~(old >> 1) & Self.lowBits & m
+            let add = (old | old >> 1) & Self.lowBits & m & ~Self.lost(old)
             if add == 0 { return }
-            let (done, seen) = words[w].compareExchange(expected: old, desired: old | add << 1, ordering: .acquiringAndReleasing)
+            let (done, seen) = words[w].compareExchange(expected: old, desired: old | add | add << 1, ordering: .acquiringAndReleasing)
             if done { return }
             old = seen
         }

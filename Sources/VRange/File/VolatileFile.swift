@@ -232,6 +232,13 @@ public final class VolatileFile: @unchecked Sendable {
     /// path of a range within one map word: publish the marks, then one
     /// sequentially consistent load of the page states (the purger locks,
     /// then reads the marks: one of the two sees the other).
+    ///
+    /// Both kinds publish 10 first: a mapper's pin for good, the file a
+    /// transient "unmark in flight" that the rule reads as not volatile and
+    /// that `pin: false` turns into 00 at the end. A purge that read the rule
+    /// before the publication may still punch the page; it leaves a notice
+    /// (10 -> 11) that the end of the mark takes (PartyMap), so the mark is
+    /// told even when another party repopulates the page first.
     @inline(__always)
     func unmark(_ pages: Range<Int>, party: PartyMap, pin: Bool, firstPage: Int, range: Range<Int>) -> NonVolatileResult {
         let w = pages.lowerBound / VolatilityMap.pagesPerWord
@@ -239,9 +246,15 @@ public final class VolatileFile: @unchecked Sendable {
             return settle(pages, party: party, pin: pin, firstPage: firstPage, range: range)
         }
         let m = VolatilityMap.lowMask(word: w, pages: pages)
-        let lost = party.settle(word: w, mask: m, pin: pin)
+        var lost = party.settle(word: w, mask: m, pin: true)
         let content = sidecar.content.words[w].load(ordering: .sequentiallyConsistent)
-        if lost == 0 && (content >> 1) & m == 0 { return NonVolatileResult(intact: range) }
+        if (content >> 1) & m == 0 {
+            // Nothing locked or purged: no purge that missed the mark is in
+            // flight. The file's 10 -> 00 may still collect a notice left by
+            // a purge that the mappers' votes allowed meanwhile.
+            if !pin { lost |= party.settle(word: w, mask: m, pin: false) }
+            if lost == 0 { return NonVolatileResult(intact: range) }
+        }
         // The marks are published (and the notices consumed): settle the pages.
         let rest = settle(pages, party: party, pin: pin, firstPage: firstPage, range: range)
         if lost == 0 { return rest }
@@ -254,29 +267,57 @@ public final class VolatileFile: @unchecked Sendable {
     }
 
     /// The party's half of the pin/purge handshake, and the repopulation of
-    /// purged pages: `party` moves `pages` to pinned (or neutral), then the
+    /// purged pages: `party` moves `pages` to 10 (see `unmark`), then the
     /// content map is re-read; purged pages become present (zero) and locked
-    /// ones are waited for. Ranges in the result are relative to `firstPage`.
+    /// ones are waited for; then the notices left meanwhile are taken, and
+    /// the file's marks end neutral (`pin: false`). Ranges in the result are
+    /// relative to `firstPage`.
     func settle(_ pages: Range<Int>, party: PartyMap, pin: Bool, firstPage: Int, range: Range<Int>) -> NonVolatileResult {
         var lostRuns: [Range<Int>] = []
-        var coalescer = RunCoalescer()
-        for w in VolatilityMap.wordsCovering(pages) {
-            let lost = party.settle(word: w, mask: VolatilityMap.lowMask(word: w, pages: pages), pin: pin)
-            VolatilityMap.forEachRun(in: lost, word: w) { coalescer.add($0, $1) { lostRuns.append($0) } }
-        }
-        coalescer.flush { lostRuns.append($0) }
+        collectNotices(pages, party: party, pin: true, into: &lostRuns)
         hook(.published(pages))
         atomicMemoryFence(ordering: .sequentiallyConsistent)
-        if isHugePageBacked { populatePurged(pages) }
-        var purged: [Range<Int>] = []
-        var wait = LockWait()
-        sidecar.content.markNonVolatile(pages, wait: { waitForLockedPage(&wait) }, purged: { purged.append($0) })
-        if isHugePageBacked { for run in purged { populate(run) } }
+        var purged = repopulate(pages)
+        // Every purge that missed the publication has ended (its pages were
+        // waited for): its notices are in place. Take them and publish the
+        // marks again. A party holding a notice (11) reads as voted, so a
+        // purge may have taken the page once more meanwhile: repopulate and
+        // look again, until a look finds no notice (then no purge that read
+        // the party as voted is left in flight).
+        while true {
+            var late: [Range<Int>] = []
+            collectNotices(pages, party: party, pin: pin, into: &late)
+            if late.isEmpty { break }
+            lostRuns = VolatileRegion.union(lostRuns, late)
+            for run in late { purged += repopulate(run) }
+        }
         let all = lostRuns.isEmpty ? purged : VolatileRegion.union(lostRuns, purged)
         if all.isEmpty { return NonVolatileResult(intact: range) }
         return NonVolatileResult(range: range, purgedRanges: all.map {
             geometry.bytes(($0.lowerBound - firstPage)..<($0.upperBound - firstPage))
         })
+    }
+
+    /// Moves `party`'s marks of `pages` to pinned (or neutral) and appends
+    /// the runs that carried a purge notice.
+    private func collectNotices(_ pages: Range<Int>, party: PartyMap, pin: Bool, into runs: inout [Range<Int>]) {
+        var coalescer = RunCoalescer()
+        for w in VolatilityMap.wordsCovering(pages) {
+            let lost = party.settle(word: w, mask: VolatilityMap.lowMask(word: w, pages: pages), pin: pin)
+            VolatilityMap.forEachRun(in: lost, word: w) { coalescer.add($0, $1) { runs.append($0) } }
+        }
+        coalescer.flush { runs.append($0) }
+    }
+
+    /// Waits out the locked pages of `pages` and makes the purged ones
+    /// present (zero); returns the runs it found purged.
+    private func repopulate(_ pages: Range<Int>) -> [Range<Int>] {
+        if isHugePageBacked { populatePurged(pages) }
+        var purged: [Range<Int>] = []
+        var wait = LockWait()
+        sidecar.content.markNonVolatile(pages, wait: { waitForLockedPage(&wait) }, purged: { purged.append($0) })
+        if isHugePageBacked { for run in purged { populate(run) } }
+        return purged
     }
 
     /// Huge-page files: allocates the purged pages of `pages` before they
