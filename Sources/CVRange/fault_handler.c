@@ -141,8 +141,16 @@ static int handle_page(const vr_region_info *r, int index, uintptr_t page) {
     }
     if (fill_page(r, page) != 0) return 0;
     if (!(vr_page_state(r, page) & 2)) return 1;  // still 00 or 01: as it should be
-    while (vr_page_state(r, page) == VR_STATE_LOCKED) sched_yield();
-    if (vr_page_state(r, page) != VR_STATE_PURGED) return 1;
+    while (vr_page_state(r, page) == VR_STATE_LOCKED) {
+      // A shared file's page: its locker may be dead, or the sidecar
+      // scribbled by a peer. Wait no longer than the loop above would,
+      // then look again under its rule (locked that long = purged).
+      if ((r->flags & VR_REGION_SHARED) && lock_outlived(&waited_since)) break;
+      sched_yield();
+    }
+    int after = vr_page_state(r, page);
+    if (after == VR_STATE_LOCKED) continue;
+    if (after != VR_STATE_PURGED) return 1;
     rediscard(r, page);  // then look again: purged, so SIGBUS (or a fill in a scope)
   }
 }

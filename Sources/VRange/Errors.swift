@@ -22,7 +22,9 @@ public struct SystemError: Error, Equatable, Hashable, Sendable, CustomStringCon
 public enum VRangeError: Error, Equatable, Hashable, Sendable {
     /// The range holds no bytes.
     case emptyRange(offset: Int)
-    /// The length is negative: the range ends before it starts.
+    /// The length is negative: the range ends before it starts. A `Range`
+    /// too wide for `Int` to count (e.g. `Int.min..<Int.max`) is reported
+    /// this way too, with its count wrapped (negative) as `length`.
     case reversedRange(offset: Int, length: Int)
     /// `offset + length` does not fit in an `Int`.
     case overflowingRange(offset: Int, length: Int)

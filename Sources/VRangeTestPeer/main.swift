@@ -6,6 +6,7 @@
 //
 // Pages in commands are page indices: file pages for file-level commands,
 // mapping pages for mapping commands (a mapping is named by a small integer).
+// The chaos, scribbling and slow-access commands are in ReliabilityCommands.swift.
 import CVRange
 #if DEBUG
 @testable import VRange
@@ -135,6 +136,7 @@ func run(_ words: [Substring]) throws -> String {
             case .purgeBeforePunch: hit = point == "punch"
             case .purgeAfterPunch: hit = point == "punched"
             case .published: hit = false
+            case .accessLocked: hit = point == "accesslocked"
             }
             if hit {
                 reply("held")
@@ -185,7 +187,7 @@ func run(_ words: [Substring]) throws -> String {
         return "ok"
     case "pid": return "ok \(getpid())"
     case "exit": exit(0)
-    default: return "err unknown command \(cmd)"
+    default: return try reliabilityCommand(words) ?? "err unknown command \(cmd)"
     }
 }
 

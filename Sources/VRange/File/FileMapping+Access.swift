@@ -59,17 +59,21 @@ extension FileMapping {
             }
         }
         try file.withPurgeLock {
+            let control = file.sidecar.control
             for t in targets {
+                // The intent first: a process killed between locking a page
+                // and punching it leaves it for the next purge-lock holder
+                // to complete (the pages were purged: completing is right).
+                control.beginLocking(t, pid: Kernel.processID)
+                control.beginPunching(t)
                 for w in VolatilityMap.wordsCovering(t) {
                     let locked = file.lock(word: w, purged: VolatilityMap.lowMask(word: w, pages: t))
+                    file.hook(.accessLocked(word: w))
                     VolatilityMap.forEachRun(in: locked, word: w) { first, count in
-                        let run = first..<(first + count)
-                        file.sidecar.control.beginLocking(run, pid: Kernel.processID)
-                        file.sidecar.control.beginPunching(run)
-                        _ = file.complete(run)
-                        file.sidecar.control.end()
+                        _ = file.complete(first..<(first + count))
                     }
                 }
+                control.end()
             }
         }
     }

@@ -132,12 +132,14 @@ public final class FileMapping: @unchecked Sendable {
         self.zeroSource = zeroSource
         self.forkGeneration = vr_fork_generation()
 
+        // Every mapping is in the file's registry, so that the file's
+        // close() closes it (its slot lives in the sidecar the file unmaps).
+        file.mappings.withLock { $0[ObjectIdentifier(self)] = WeakMapping(mapping: self) }
         if mechanism == .mprotect {
-            file.mappings.withLock { $0[ObjectIdentifier(self)] = WeakMapping(mapping: self) }
             // A purge in flight ends before the pages are looked at (a private
             // mapping is live already: later purges leave its pages alone).
             var wait = LockWait()
-            while file.sidecar.content.census(pages).locked > 0 { file.waitForLockedPage(&wait) }
+            while file.sidecar.content.census(pages).locked > 0 { file.waitForLockedPage(&wait, pages: pages) }
             file.sidecar.content.forEachRun(of: .purged, in: pages) { protect($0, accessible: false) }
         }
     }
@@ -208,7 +210,7 @@ public final class FileMapping: @unchecked Sendable {
     /// - Throws: a range error, `.closed`, `.inheritedAcrossFork`, or
     ///   `.unsupported` on a private mapping; nothing changes then.
     public func markVolatile(_ range: Range<Int>) throws(VRangeError) {
-        try markVolatile(offset: range.lowerBound, length: range.count)
+        try markVolatile(offset: range.lowerBound, length: range.upperBound &- range.lowerBound)  // never traps: see PageGeometry.pages(_:)
     }
 
     /// Votes `[offset, offset + length)` volatile. See `markVolatile(_:)`.
@@ -234,7 +236,7 @@ public final class FileMapping: @unchecked Sendable {
     ///   `.unsupported` on a private mapping; nothing changes then.
     @discardableResult
     public func markNonVolatile(_ range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
-        try markNonVolatile(offset: range.lowerBound, length: range.count)
+        try markNonVolatile(offset: range.lowerBound, length: range.upperBound &- range.lowerBound)  // never traps: see PageGeometry.pages(_:)
     }
 
     /// Pins `[offset, offset + length)`. See `markNonVolatile(_:)`.

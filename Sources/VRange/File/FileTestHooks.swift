@@ -15,6 +15,9 @@ enum FileHookPoint: Sendable, Equatable {
     /// A pin or file-level unmark published its marks for these pages and is
     /// about to read the page states.
     case published(Range<Int>)
+    /// The end of an optimistic access locked (11 -> 10) the purged pages of
+    /// this word that it had filled, to punch them out again.
+    case accessLocked(word: Int)
 }
 
 extension VolatileFile {

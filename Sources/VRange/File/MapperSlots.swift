@@ -41,9 +41,12 @@ struct MapperSlots: @unchecked Sendable {
     static func state(_ phase: SlotPhase, generation: UInt64) -> UInt64 { generation << 8 | phase.rawValue }
 
     /// A consistent snapshot of record `i` (state read before and after the
-    /// fields, retried while it moves), or nil when it is free.
+    /// fields, retried while it moves), or nil when it is free. A record
+    /// that keeps moving (only a peer scribbling over the sidecar can make
+    /// it move that often) is taken as it was read at the 1000th try.
     @inline(__always)
     func view(_ i: Int) -> SlotView? {
+        var tries = 0
         while true {
             let s1 = stateWord(i).pointee.load(ordering: .sequentiallyConsistent)
             if s1 & 0xff == SlotPhase.free.rawValue { return nil }
@@ -51,7 +54,8 @@ struct MapperSlots: @unchecked Sendable {
             let first = Int(truncatingIfNeeded: field(i, 2).pointee.load(ordering: .acquiring))
             let n = Int(truncatingIfNeeded: field(i, 3).pointee.load(ordering: .acquiring))
             let s2 = stateWord(i).pointee.load(ordering: .sequentiallyConsistent)
-            if s1 != s2 { continue }
+            tries += 1
+            if s1 != s2 && tries < 1000 { continue }
             // Clamp: the sidecar is shared memory, a hostile peer may write anything.
             let lo = min(max(first, 0), pageCount)
             let hi = min(max(lo, lo &+ max(n, 0)), pageCount)

@@ -50,8 +50,10 @@ struct PurgeControl: @unchecked Sendable {
     /// Nothing is in flight any more.
     func end() { base[0].store(PurgePhase.idle.rawValue, ordering: .sequentiallyConsistent) }
 
-    func countPurge() { base[6].add(1, ordering: .relaxed) }
-    func countRecovery() { base[7].add(1, ordering: .relaxed) }
+    // Wrapping: shared memory a peer may have scribbled (Atomic.add traps
+    // on overflow).
+    func countPurge() { base[6].wrappingAdd(1, ordering: .relaxed) }
+    func countRecovery() { base[7].wrappingAdd(1, ordering: .relaxed) }
 
     /// Slots at or above this were never claimed.
     var highWater: Int { Int(truncatingIfNeeded: base[8].load(ordering: .sequentiallyConsistent)) }

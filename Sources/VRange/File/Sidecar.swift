@@ -28,9 +28,15 @@ final class Sidecar: @unchecked Sendable {
         PartyMap(memory: base + layout.slotMapsOffset + i * layout.slotMapStride, pageCount: layout.pageCount)
     }
 
-    /// Slots worth looking at (clamped: the sidecar is shared memory).
+    /// Slots worth looking at. The high-water mark is a hint kept in
+    /// shared memory: a value outside 0...slotCount (a scribble; as an Int
+    /// it may even be negative) means every slot, never none (none would
+    /// make every pin invisible to a purge).
     @inline(__always)
-    var slotBound: Int { min(max(control.highWater, 0), layout.slotCount) }
+    var slotBound: Int {
+        let h = control.highWater
+        return h >= 0 && h <= layout.slotCount ? h : layout.slotCount
+    }
 
     /// Byte range in the sidecar of slot `i`'s marks.
     func marksBytes(ofSlot i: Int) -> Range<Int> {

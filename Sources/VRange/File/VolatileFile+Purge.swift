@@ -186,14 +186,23 @@ extension VolatileFile {
 
     // MARK: - Waiting on a locked page
 
-    /// Called while a page stays locked (10): yields; every millisecond,
-    /// when no purge of this process is in flight, tries the purge lock
-    /// without waiting: if it is free, the page's locker died (a live one
-    /// holds the lock until its pages are released) and this process
-    /// recovers its intent. So a waiter is blocked at most about a
+    /// Called while a page of `pages` stays locked (10): yields; every
+    /// millisecond, when no purge of this process is in flight, tries the
+    /// purge lock without waiting: if it is free, the page's locker died (a
+    /// live one holds the lock until its pages are released) and this
+    /// process recovers its intent. So a waiter is blocked at most about a
     /// millisecond plus one punch of at most `VolatilityMap.maxRun` pages
     /// by the death of a purging process.
-    func waitForLockedPage(_ wait: inout LockWait) {
+    ///
+    /// A page still locked at a second such look, a millisecond or more
+    /// after the first, is held by nobody who holds the purge lock and
+    /// recorded no intent: its locker died outside the intent protocol, or
+    /// a peer scribbled over the sidecar. It is completed as a purge
+    /// (punched, noticed, marked purged), as the fault handler takes a page
+    /// locked too long for purged: so no scribble can make a waiter wait
+    /// for ever. (The only locker that holds no purge lock is the fault
+    /// handler re-discarding a purged page, which ends purged anyway.)
+    func waitForLockedPage(_ wait: inout LockWait, pages: Range<Int>) {
         Kernel.yield()
         wait.spins += 1
         if wait.spins & 63 != 0 { return }
@@ -201,21 +210,39 @@ extension VolatileFile {
         if wait.last == 0 { wait.last = now; return }
         if now - wait.last < 1_000_000 { return }
         wait.last = now
-        tryRecoverOrphanedLocks()
+        if tryRecoverOrphanedLocks(breaking: wait.looks >= 1 ? pages : nil) { wait.looks += 1 }
     }
 
     /// Takes the purge lock if it is free right now and recovers a dead
-    /// holder's intent. Returns whether it could look.
+    /// holder's intent; with `breaking`, also completes every page of it
+    /// still locked (see `waitForLockedPage`). Returns whether it could look.
     @discardableResult
-    func tryRecoverOrphanedLocks() -> Bool {
+    func tryRecoverOrphanedLocks(breaking: Range<Int>? = nil) -> Bool {
         guard let ps = try? processState() else { return false }
         let byte = layout.purgeLockByte
         return purgeMutex.withLockIfAvailable { _ -> Bool in
             guard (try? ps.liveness.lock(byte, wait: false)) == true else { return false }
             defer { ps.liveness.unlock(byte) }
             recoverIfNeeded()
+            if let pages = breaking { breakOrphanedLocks(in: pages) }
             return true
         } ?? false
+    }
+
+    /// Completes, as a purge would, every page of `pages` that is locked
+    /// while this process holds the purge lock and nothing is in flight.
+    /// Called with the purge lock held, after `recoverIfNeeded`.
+    func breakOrphanedLocks(in pages: Range<Int>) {
+        let control = sidecar.control
+        var broken = false
+        sidecar.content.forEachRun(of: .locked, in: pages) { run in
+            control.beginLocking(run, pid: Kernel.processID)
+            control.beginPunching(run)
+            _ = complete(run)
+            control.end()
+            broken = true
+        }
+        if broken { control.countRecovery() }
     }
 
     // MARK: - Local mprotect-fallback mappings
@@ -240,4 +267,6 @@ extension VolatileFile {
 struct LockWait {
     var spins = 0
     var last: UInt64 = 0
+    /// Looks taken with the purge lock held (see `waitForLockedPage`).
+    var looks = 0
 }

@@ -40,6 +40,10 @@ extension VolatileFile {
                         continue
                     }
                     sidecar.control.raiseHighWater(to: i + 1)
+                    // A free slot's marks are zero, unless a peer scribbled
+                    // over them: they must never become this mapper's votes
+                    // or pins. (Punching pages already empty costs no memory.)
+                    clearMarks(ofSlot: i)
                     guard slots.publish(i, claimed: claimed, kind: kind, pages: pages, pid: Kernel.processID) else {
                         ps.liveness.unlock(i)  // a reclaimer took it back meanwhile
                         continue
@@ -50,7 +54,9 @@ extension VolatileFile {
                 return nil
             }
             if let i = found { return i }
-            if attempt == 0 && reclaimDeadSlots() == 0 { break }
+            // Every slot taken: reclaim the dead ones, all of them (the
+            // high-water hint may have been scribbled below a dead slot).
+            if attempt == 0 && reclaimDeadSlots(all: true) == 0 { break }
         }
         throw .tooManyMappers(limit: layout.slotCount)
     }
@@ -68,15 +74,15 @@ extension VolatileFile {
         }
     }
 
-    /// Reclaims the slots whose owner died (OFD byte unlocked). Returns how
-    /// many it reclaimed.
+    /// Reclaims the slots whose owner died (OFD byte unlocked), below the
+    /// high-water mark (`all`: every slot). Returns how many it reclaimed.
     @discardableResult
-    func reclaimDeadSlots() -> Int {
+    func reclaimDeadSlots(all: Bool = false) -> Int {
         guard let ps = try? processState() else { return 0 }
         let slots = sidecar.slots
         var reclaimed = 0
         slotMutex.withLock { _ in
-            for i in 0..<sidecar.slotBound where !ps.owned.contains(i) {
+            for i in 0..<(all ? layout.slotCount : sidecar.slotBound) where !ps.owned.contains(i) {
                 guard slots.view(i) != nil, !ps.liveness.heldElsewhere(i) else { continue }
                 guard (try? ps.liveness.lock(i, wait: false)) == true else { continue }
                 defer { ps.liveness.unlock(i) }

@@ -315,7 +315,7 @@ public final class VolatileFile: @unchecked Sendable {
         if isHugePageBacked { populatePurged(pages) }
         var purged: [Range<Int>] = []
         var wait = LockWait()
-        sidecar.content.markNonVolatile(pages, wait: { waitForLockedPage(&wait) }, purged: { purged.append($0) })
+        sidecar.content.markNonVolatile(pages, wait: { waitForLockedPage(&wait, pages: pages) }, purged: { purged.append($0) })
         if isHugePageBacked { for run in purged { populate(run) } }
         return purged
     }

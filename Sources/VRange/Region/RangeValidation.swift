@@ -54,8 +54,12 @@ struct PageGeometry: Sendable {
         return (offset >> pageShift)..<(end >> pageShift)
     }
 
+    /// The pages of `range`. Its length is taken wrapping, as the marks'
+    /// fast paths take it: a `Range` too wide for `Int` to count (such as
+    /// `Int.min..<Int.max`) has a negative length and is `.reversedRange`,
+    /// never a trap.
     func pages(_ range: Range<Int>) throws(VRangeError) -> Range<Int> {
-        try pages(offset: range.lowerBound, length: range.count)
+        try pages(offset: range.lowerBound, length: range.upperBound &- range.lowerBound)
     }
 
     func bytes(_ pages: Range<Int>) -> Range<Int> {
