@@ -97,8 +97,9 @@ func runChild(_ o: Options, kind: CacheKind) -> Never {
     for t in threads { t.join() }
     sample()
     if let st = purger?.statistics() {
+        let sources = [o.budget.map { "byte budget \(mib($0))" }, st.source.active?.description].compactMap { $0 }
         emit(Final(events: st.pressureEvents, debounced: st.debouncedEvents,
-                   source: st.source.active?.description ?? (o.budget != nil ? "byte budget" : "none")).line)
+                   source: sources.isEmpty ? "none" : sources.joined(separator: " + ")).line)
     } else {
         emit(Final(events: 0, debounced: 0, source: "none").line)
     }

@@ -29,10 +29,15 @@ final class Cleanup: Sendable {
             var set = Cleanup.signals
             var signal: Int32 = 0
             while sigwait(&set, &signal) != 0 {}
-            if isatty(1) == 1 { writeAll(1, "\n") }  // below the live status line
-            Cleanup.shared.runAll()
-            writeAll(2, "VRangeDemo: interrupted (signal \(signal)): children killed, cgroups removed\n")
-            _exit(128 + signal)
+            // Holding the lock until the end: the main thread cannot make a
+            // cgroup or spawn a child any more (it waits for the lock), and
+            // everything it made is in the lists.
+            Cleanup.shared.state.withLock { s in
+                if isatty(1) == 1 { writeAll(1, "\n") }  // below the live status line
+                Cleanup.killAndRemove(s.children, s.cgroups)
+                writeAll(2, "VRangeDemo: interrupted (signal \(signal)): children killed, cgroups removed\n")
+                _exit(128 + signal)
+            }
         }
     }
 
@@ -43,9 +48,27 @@ final class Cleanup: Sendable {
         return set
     }
 
-    func add(child pid: Int32) { state.withLock { $0.children.append(pid) } }
+    /// Makes a cgroup and records it, atomically with respect to an
+    /// interrupt (which then finds it, or finds no way to make it).
+    func makeCgroup(_ make: () throws(VRangeError) -> MemoryCgroup) -> Result<MemoryCgroup, VRangeError> {
+        state.withLock { s in
+            let r = Result { () throws(VRangeError) in try make() }
+            if case .success(let cg) = r { s.cgroups.append(cg) }
+            return r
+        }
+    }
+
+    /// Spawns a child and records its pid, atomically with respect to an
+    /// interrupt. `spawn` returns the pid first.
+    func spawnChild(_ spawn: () -> Result<(Int32, Int32), SpawnError>) -> Result<(Int32, Int32), SpawnError> {
+        state.withLock { s in
+            let r = spawn()
+            if case .success(let (pid, _)) = r { s.children.append(pid) }
+            return r
+        }
+    }
+
     func remove(child pid: Int32) { state.withLock { $0.children.removeAll { $0 == pid } } }
-    func add(_ cgroup: MemoryCgroup) { state.withLock { $0.cgroups.append(cgroup) } }
 
     /// Removes the cgroup (killing what is left in it) and forgets it.
     func remove(_ cgroup: MemoryCgroup) {
@@ -55,10 +78,14 @@ final class Cleanup: Sendable {
 
     /// Kills and reaps every child, removes every cgroup.
     func runAll() {
-        let (children, cgroups) = state.withLock { s in
-            defer { s.children = []; s.cgroups = [] }
-            return (s.children, s.cgroups)
+        state.withLock { s in
+            Cleanup.killAndRemove(s.children, s.cgroups)
+            s.children = []
+            s.cgroups = []
         }
+    }
+
+    private static func killAndRemove(_ children: [Int32], _ cgroups: [MemoryCgroup]) {
         for pid in children { kill(pid, SIGKILL) }
         for pid in children { var st: Int32 = 0; _ = waitpid(pid, &st, 0) }
         for cg in cgroups where !cg.remove() { writeAll(2, "VRangeDemo: could not remove \(cg.dir)\n") }

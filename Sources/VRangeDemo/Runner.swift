@@ -52,12 +52,13 @@ func run(_ kind: CacheKind, _ o: Options, _ mode: PressureMode, _ live: Live) ->
     var cgroup: MemoryCgroup?
     switch mode {
     case .cgroup(let version):
-        do {
-            let cg = try MemoryCgroup.make(version, prefix: Cleanup.cgroupPrefix, label: kind.rawValue, limit: o.limitMiB << 20)
-            Cleanup.shared.add(cg)
+        switch Cleanup.shared.makeCgroup({ () throws(VRangeError) in
+            try MemoryCgroup.make(version, prefix: Cleanup.cgroupPrefix, label: kind.rawValue, limit: o.limitMiB << 20)
+        }) {
+        case .success(let cg):
             cgroup = cg
             arguments += ["--cgroup", cg.dir]
-        } catch {
+        case .failure(let error):
             fail("cannot make a \(version.rawValue) memory cgroup: \(error)")
         }
         result.limit = o.limitMiB << 20
@@ -68,8 +69,13 @@ func run(_ kind: CacheKind, _ o: Options, _ mode: PressureMode, _ live: Live) ->
         break
     }
 
-    let (pid, fd) = spawn(arguments)
-    Cleanup.shared.add(child: pid)
+    let pid: Int32, fd: Int32
+    switch Cleanup.shared.spawnChild({ spawn(arguments) }) {
+    case .success(let (p, f)): (pid, fd) = (p, f)
+    case .failure(let error):
+        Cleanup.shared.runAll()
+        fail("cannot start the \(kind.rawValue) run: \(error.why)")
+    }
     live.begin(kind, limit: result.limit, cgroup: cgroup?.dir)
     let started = monotonicSeconds()
     var pending: [UInt8] = []
@@ -133,9 +139,15 @@ private func handle(_ line: String, _ r: inout RunResult, _ live: Live) {
 /// Spawns this executable with `arguments`, its stdout and stderr on a
 /// pipe; returns its pid and the pipe's read end. The child gets the
 /// termination signals unblocked and at their default action.
-private func spawn(_ arguments: [String]) -> (Int32, Int32) {
+struct SpawnError: Error {
+    let why: String
+}
+
+private func spawn(_ arguments: [String]) -> Result<(Int32, Int32), SpawnError> {
     var fds: [Int32] = [0, 0]
-    guard pipe(&fds) == 0 else { fail("pipe: errno \(errno)") }
+    guard pipe(&fds) == 0 else {
+        return .failure(SpawnError(why: "pipe: errno \(errno)"))
+    }
     for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
@@ -168,6 +180,9 @@ private func spawn(_ arguments: [String]) -> (Int32, Int32) {
     var pid: Int32 = 0
     let rc = posix_spawn(&pid, path, &actions, &attributes, argv, env)
     close(fds[1])
-    guard rc == 0 else { fail("posix_spawn \(path): \(rc)") }
-    return (pid, fds[0])
+    guard rc == 0 else {
+        close(fds[0])
+        return .failure(SpawnError(why: "posix_spawn \(path): \(rc)"))
+    }
+    return .success((pid, fds[0]))
 }
