@@ -105,16 +105,16 @@ struct MountInfoEntry: Sendable, Equatable {
 
 /// The process's own cgroup directories, found from its membership and the
 /// mounts it can see.
-struct OwnCgroups: Sendable, Equatable {
+package struct OwnCgroups: Sendable, Equatable {
     /// Its cgroup v2 directory (nil when no cgroup2 mount shows it).
-    var unified: String?
+    package var unified: String?
     /// The directory where the cgroup2 hierarchy is mounted.
-    var unifiedMount: String?
+    package var unifiedMount: String?
     /// Its cgroup v1 memory cgroup directory.
-    var memoryV1: String?
+    package var memoryV1: String?
     /// The directory where the v1 memory hierarchy is mounted (its root
     /// memory cgroup, which receives the system-wide reclaim events).
-    var memoryV1Mount: String?
+    package var memoryV1Mount: String?
 
     /// Joins membership and mounts: a cgroup at `path` in a hierarchy mounted
     /// with root `r` at `m` lives at `m + path.dropFirst(r)`. A path outside
