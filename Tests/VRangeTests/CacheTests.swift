@@ -181,7 +181,7 @@ final class Counter: Sendable {
         let holder = Mutex<PurgeableCache<Int>?>(nil)
         let cache = makeCache { _ in
             started.increment()
-            let deadline = Kernel.nanoseconds() + 120_000_000_000
+            let deadline = Kernel.nanoseconds() + 600_000_000_000
             while holder.withLock({ $0! }).statistics.coalescedRequests < 3 && Kernel.nanoseconds() < deadline { sched_yield() }
             throw Failed()
         }
