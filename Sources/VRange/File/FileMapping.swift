@@ -71,6 +71,7 @@ public final class FileMapping: @unchecked Sendable {
         var cleanup: [() -> Void] = [{ file.releaseSlot(slot) }]
         func fail(_ e: VRangeError) -> VRangeError {
             for undo in cleanup.reversed() { undo() }
+            cleanup.removeAll()  // once, however many times an error passes here
             return e
         }
         // Map from a multiple of 32 pages, so that the fault handler indexes

@@ -71,8 +71,12 @@ public final class VolatileFile: @unchecked Sendable {
             throw .unsupported("maxMappers must be within 1...\(SidecarLayout.maxSlots)")
         }
         var opened: [Int32] = []
+        // Closes what was opened, once: an error thrown through `fail` inside
+        // the `do` passes through it again in the `catch` (closing twice
+        // would close a descriptor another thread just got).
         func fail(_ e: VRangeError) -> VRangeError {
             for fd in opened { Kernel.close(fd: fd) }
+            opened.removeAll()
             return e
         }
         do {
