@@ -215,10 +215,14 @@ import Glibc
         return result.withLock { $0 }
     }
 
-    @Test func threadsPinAndPurgeOneFile() throws {
+    /// Plain, and amplified: every hook point of the file's protocols yields.
+    @Test(arguments: [false, true])
+    func threadsPinAndPurgeOneFile(amplified: Bool) throws {
         let threads = 4  // more than the CI machine's cores
         let rounds = environmentInt("VRANGE_FILE_RACE_ROUNDS", 400)
         let f = try VolatileFile(byteCount: 32 * page)
+        if amplified { f.testHook.withLock { $0 = { _ in sched_yield() } } }
+        defer { f.testHook.withLock { $0 = nil } }
         let maps = try (0..<threads).map { i in try f.map(bytes((i * 8)..<(i * 8 + 1))) }
         let violations = Atomic<Int>(0)
         let stop = Atomic<Bool>(false)
