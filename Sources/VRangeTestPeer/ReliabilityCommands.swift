@@ -1,8 +1,8 @@
 // The reliability tests' commands (see main.swift for the protocol):
 //   chaos KIND INDEX N SEED MILLIS LEDGERFD [safe] [jitter]
-//        runs participant INDEX of N of kind KIND ("file": FileChaos) on
-//        the adopted file until MILLIS have passed; replies its counts.
-//        New kinds of participant (allocator-backed caches) go here.
+//        runs participant INDEX of N of kind KIND ("file": FileChaos on
+//        the adopted file; "cache": CacheChaos, an allocator-backed cache of
+//        its own) until MILLIS have passed; replies its counts.
 //   scribble MILLIS SEED MODE
 //        writes random bytes over the adopted file's sidecar (MODE "body":
 //        after the 128-byte header; "all": header included, and the header
@@ -36,6 +36,8 @@ func reliabilityCommand(_ words: [Substring]) throws -> String? {
             let worker = FileChaos(file: f, ledger: ledger, index: n[1], participants: max(n[2], 1),
                                    seed: UInt64(bitPattern: Int64(n[3])), safe: words.contains("safe"))
             return worker.run(until: deadline)
+        case "cache":
+            return CacheChaos(ledger: ledger, index: n[1], seed: UInt64(bitPattern: Int64(n[3]))).run(until: deadline)
         default:
             return "err unknown participant kind \(kind)"
         }

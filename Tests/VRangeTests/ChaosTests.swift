@@ -1,6 +1,6 @@
 // Cross-process chaos: N real processes (VRangeTestPeer, `chaos` command)
 // share one VolatileFile and mark, vote, pin, purge, access, map and unmap
-// at random, writing canaries to the pages they own while they pin them;
+// at random (every fourth runs an allocator-backed cache instead), writing canaries to the pages they own while they pin them;
 // this process SIGKILLs one of them at random moments and starts a
 // replacement, until the time is up. Then: every participant still running
 // must finish within a deadline (no deadlock), and DESIGN.md §1c's
@@ -24,9 +24,13 @@ import Glibc
 #endif
 
 @Suite("Chaos", .serialized) struct ChaosTests {
-    /// Kinds of participant a chaos run can mix (each a `chaos KIND` of the
-    /// peer). Allocator-backed caches will be another.
-    enum Kind: String, CaseIterable { case file }
+    /// Kinds of participant a chaos run mixes (each a `chaos KIND` of the
+    /// peer): every fourth participant runs an allocator-backed cache of its
+    /// own under random purges (its pages of the file stay untouched).
+    enum Kind: String, CaseIterable {
+        case file, cache
+        static func of(_ index: Int) -> Kind { index % 4 == 3 ? .cache : .file }
+    }
 
     @Test func processesKilledAtRandomLeaveEveryInvariant() throws {
         let seed = testSeed("chaos")
@@ -53,7 +57,7 @@ import Glibc
             try p.send("adopt 4 5")
             let left = Int((end - min(end, Kernel.monotonicNanoseconds())) / 1_000_000)
             let jitter = random.next() % 3 == 0 ? " jitter" : ""
-            try p.write("chaos \(Kind.file.rawValue) \(index) \(n) \(Int64(bitPattern: random.next() >> 1)) \(left) 6\(jitter)\n")
+            try p.write("chaos \(Kind.of(index).rawValue) \(index) \(n) \(Int64(bitPattern: random.next() >> 1)) \(left) 6\(jitter)\n")
             spawned += 1
             return p
         }
