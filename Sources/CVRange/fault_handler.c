@@ -82,6 +82,20 @@ static int lock_outlived(int64_t *since) {
   return now - *since > SHARED_LOCK_PATIENCE_MS;
 }
 
+// Fills `page` for a thread that found it in `state`, holding the page's
+// lock (state -> 10 -> state) when `lock` is set. In a kernel-driven region
+// an unlocked fill can come late: the state may have gone on (11 -> 00 by an
+// unmark, 00 -> 01 by a mark) and the kernel reclaimed the page again, so
+// that the fill maps a zero page over a reclaim nobody recorded, and the
+// next unmark calls the page intact. Returns 1 when the state moved before
+// the lock (look again); otherwise 0, with the fill's result in *error.
+static int fill_locked(const vr_region_info *r, uintptr_t page, int state, int lock, int *error) {
+  if (lock && !vr_page_cas(r, page, state, VR_STATE_LOCKED)) return 1;
+  *error = fill_page(r, page);
+  if (lock) vr_page_cas(r, page, VR_STATE_LOCKED, state);
+  return 0;
+}
+
 // What a fault on a registered page means, by the page's state. Returns 1 to
 // resume the access, 0 to raise SIGBUS.
 //  - in this thread's settling pass (its own locked pages): a reclaimed page;
@@ -104,6 +118,7 @@ static int handle_page(const vr_region_info *r, int index, uintptr_t page) {
   int kernel_driven = r->flags & VR_REGION_KERNEL_DRIVEN;
   int64_t waited_since = 0;
   for (;;) {
+    int orphaned = 0;  // the page is held by a lock whose owner is taken for dead
     int state = vr_page_state(r, page);
     VR_HOOK(VR_HOOK_HANDLER_STATE_LOADED, page);
     if (state == VR_STATE_LOCKED) {
@@ -117,6 +132,7 @@ static int handle_page(const vr_region_info *r, int index, uintptr_t page) {
       // was punched: treat it as purged. The next purge lock taken anywhere
       // completes that purge (an access punches its pages again under it).
       state = VR_STATE_PURGED;
+      orphaned = 1;
     }
     if (state == VR_STATE_VOLATILE && kernel_driven) {
       // The page was missing when it faulted: the kernel reclaimed it.
@@ -134,10 +150,18 @@ static int handle_page(const vr_region_info *r, int index, uintptr_t page) {
       state = VR_STATE_PURGED;
     }
     if (state == VR_STATE_PURGED) {
-      if (!scope || fill_page(r, page) != 0) return 0;
+      if (!scope) return 0;
+      int error = 0;
+      if (fill_locked(r, page, VR_STATE_PURGED, kernel_driven && !orphaned, &error) != 0) continue;  // look again
+      if (error) return 0;
       // The access ends by discarding the page again (restoring SIGBUS).
       vr_scope_record(scope, page);
       return 1;
+    }
+    if (kernel_driven) {  // here: non-volatile (00)
+      int error = 0;
+      if (fill_locked(r, page, VR_STATE_NONVOLATILE, 1, &error) != 0) continue;  // look again
+      return error ? 0 : 1;
     }
     if (fill_page(r, page) != 0) return 0;
     if (!(vr_page_state(r, page) & 2)) return 1;  // still 00 or 01: as it should be

@@ -97,6 +97,62 @@ import Glibc
         }
     }
 
+    /// A reader's handler finds a page purged and is delayed just before it
+    /// fills it for the reader; meanwhile the page is unmarked (reported
+    /// purged), rewritten, marked volatile and reclaimed by the kernel. The
+    /// late fill must not map a zero page over that reclaim, which nobody
+    /// recorded: the next unmark must report the page purged. (Found by the
+    /// unprivileged CI run: "reported intact, changed", amplified kernel-driven
+    /// race, about once in 3000 rounds.) The fill now holds the page's lock,
+    /// so the unmark waits for it: the test lets the fill go after 2 s.
+    @Test func aLateFillOfAPurgedPageCannotHideALaterReclaim() throws {
+        guard hooksAvailable("aLateFillOfAPurgedPageCannotHideALaterReclaim") else { return }
+        guard userfaultfdAvailable else {
+            print("NOTE: userfaultfd unavailable: kernel-driven mode cannot run here")
+            return
+        }
+        try withHooks {
+            let r = try VolatileRegion(byteCount: 4 * page, options: .init(kernelDriven: true))
+            fill(r, page: 1, tag: 0x61)
+            try r.markVolatile(bytes(1..<2))
+            // The reader passes its pre-check (volatile), then the page is
+            // purged, then the reader touches it and its handler stops
+            // before the fill.
+            arm(0, Int32(VR_HOOK_ACCESS_AFTER_PRECHECK), arg: hookArg(r, page: 1), set: Flag.c, waitAny: Flag.d, times: 1)
+            arm(1, Int32(VR_HOOK_HANDLER_BEFORE_FILL), arg: hookArg(r, page: 1), set: Flag.a, waitAny: Flag.b, times: 1)
+            let seen = Mutex<VolatileAccess<UInt8>?>(nil)
+            let reader = TestThread {
+                let v = try? r.withVolatileAccess(bytes(1..<2)) { $0[0] }
+                seen.withLock { $0 = v }
+            }
+            #expect(waitForFlags(Flag.c), "the reader never passed its pre-check")
+            _ = try r.purge(bytes(1..<2))
+            try #require(try r.pageStates(bytes(1..<2)) == [.purged])
+            vr_test_hook_set_flags(Flag.d)
+            #expect(waitForFlags(Flag.a), "the reader's handler never reached its fill")
+            let moved = Atomic<Bool>(false)
+            let first = Mutex<NonVolatileResult?>(nil)
+            let mover = TestThread {
+                let result = try? r.markNonVolatile(bytes(1..<2))
+                first.withLock { $0 = result }
+                fill(r, page: 1, tag: 0x62)
+                try? r.markVolatile(bytes(1..<2))
+                _ = try? self.reclaim(r, page: 1)
+                moved.store(true, ordering: .releasing)
+            }
+            // The old code moves on at once; the fixed one holds the page
+            // until the fill is done.
+            _ = waitUntil(seconds: 2) { moved.load(ordering: .acquiring) }
+            vr_test_hook_set_flags(Flag.b)
+            mover.join()
+            reader.join()
+            #expect(first.withLock { $0?.purgedRanges } == [bytes(1..<2)], "the first unmark must report the purge")
+            let second = try r.markNonVolatile(bytes(1..<2))
+            expectTruthfulUnmark(r, second, pages: 1..<2, tag: 0x62, "unmark after a late fill")
+            #expect(seen.withLock { $0 } == .purged)
+        }
+    }
+
     /// An optimistic access passed its pre-check (page volatile); another
     /// thread purged the page and marked it non-volatile again (so it is
     /// zero-filled and reads without a fault), and maybe volatile again. The
