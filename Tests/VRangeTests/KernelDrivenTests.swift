@@ -30,7 +30,7 @@ import Glibc
         guard let r = try kernelRegion(pages: 16) else { return }
         for p in 0..<16 { fill(r, page: p, tag: UInt8(p + 1)) }
         try r.markVolatile(bytes(0..<8))
-        try r.pageOut(bytes(2..<5))
+        try reclaimAll(r, 2..<5)
         try r.pageOut(bytes(8..<12))  // non-volatile: not lazily freed, must survive
         #expect(try r.pageStates(bytes(0..<8)) == [.volatile, .volatile, .purged, .purged, .purged, .volatile, .volatile, .volatile])
         #expect(try r.status() == RegionStatus(bytes: 16 * page, volatileBytes: 5 * page, purgedBytes: 3 * page))
@@ -50,7 +50,7 @@ import Glibc
         for p in 0..<8 { fill(r, page: p, tag: 3) }
         try r.markVolatile(bytes(0..<8))
         try r.purge(bytes(1..<2))
-        try r.pageOut(bytes(2..<4))
+        try reclaimAll(r, 2..<4)
         #expect(try r.markNonVolatile(bytes(0..<8)).purgedRanges == [bytes(1..<4)])
     }
 
@@ -58,7 +58,7 @@ import Glibc
         guard let r = try kernelRegion(pages: 4) else { return }
         for p in 0..<4 { fill(r, page: p, tag: 4) }
         try r.markVolatile(bytes(0..<4))
-        try r.pageOut(bytes(1..<2))
+        try reclaimAll(r, 1..<2)
         #expect(try r.withVolatileAccess(bytes(0..<1)) { $0[1] } == .intact(4))
         #expect(try r.withVolatileAccess(bytes(0..<4)) { $0[page] } == .purged)
         // The access recorded the loss: the page is purged now, in the map too.
@@ -72,7 +72,7 @@ import Glibc
             let r = try! VolatileRegion(byteCount: 2 * page, options: .init(kernelDriven: true))
             r.bytes[0] = 1
             try! r.markVolatile(0..<page)
-            try! r.pageOut(0..<page)
+            try! reclaimAll(r, 0..<1)
             _ = vr_read_byte(r.baseAddress)
         }
     }
@@ -176,7 +176,7 @@ import Glibc
         guard let r = try kernelRegion(pages: 2) else { return }
         for p in 0..<2 { fill(r, page: p, tag: 3) }
         try r.markVolatile(bytes(0..<2))
-        try r.pageOut(bytes(1..<2))
+        try reclaimAll(r, 1..<2)
         var result: NonVolatileResult?
         func nest(_ depth: Int) {
             if depth == 8 {
