@@ -30,11 +30,18 @@ import Glibc
         let report = "/tmp/vrange-demo-test-\(getpid()).json", chart = "/tmp/vrange-demo-test-\(getpid()).svg"
         defer { unlink(report); unlink(chart) }
         // Debug build: 64 KiB tiles of one octave render fast enough to
-        // fill the caches in seconds.
-        let arguments = ["--duration", "8", "--limit", "96", "--cache", "64", "--competitor", "48",
+        // fill the caches in seconds. The competitor grows once and stays
+        // (steady): the plain run goes over 96 MiB as soon as its cache
+        // passes about 47 MiB, however slowly it renders. With a wave, the
+        // plain run's fate depended on how far its cache had grown when the
+        // wave came, and under a loaded full suite (tiles rendered 2–3×
+        // slower) it outlived an 8 s run at 90 of 96 MiB. 16 s is more than
+        // twice the time the slowest run seen needs to pass 47 MiB (6.5 s).
+        let arguments = ["--duration", "16", "--limit", "96", "--cache", "64", "--competitor", "48",
+                         "--scenario", "steady",
                          "--working-set", "160", "--tile", "128", "--octaves", "1", "--threads", "2",
                          "--json", report, "--chart", chart]
-        let (status, output) = try runProcess(path, arguments, timeoutSeconds: 60)
+        let (status, output) = try runProcess(path, arguments, timeoutSeconds: 120)
         for line in output.split(separator: "\n") { print("  demo: \(line)") }
         #expect(status == 0, "VRangeDemo exited with status \(status)")
 
