@@ -32,7 +32,7 @@ import Glibc
         // Debug build: 64 KiB tiles of one octave render fast enough to
         // fill the caches in seconds. The competitor grows once and stays
         // (steady): the plain run goes over 96 MiB as soon as its cache
-        // passes about 47 MiB, however slowly it renders. With a wave, the
+        // passes about 47 MiB, whenever that is. With a wave, the
         // plain run's fate depended on how far its cache had grown when the
         // wave came, and under a loaded full suite (tiles rendered 2–3×
         // slower) it outlived an 8 s run at 90 of 96 MiB. 16 s is more than
