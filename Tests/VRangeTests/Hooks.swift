@@ -29,6 +29,15 @@ func hooksAvailable(_ test: String) -> Bool {
     return false
 }
 
+/// Whether a hook test of a kernel-driven region can run here: the hooks
+/// and userfaultfd. Says which is missing when not.
+func kernelDrivenHooksAvailable(_ test: String) -> Bool {
+    guard hooksAvailable(test) else { return false }
+    if userfaultfdAvailable { return true }
+    print("NOTE: \(test): userfaultfd unavailable: kernel-driven mode cannot run here; it did not run")
+    return false
+}
+
 /// Runs `body` with the hooks to itself, then disarms every rule.
 func withHooks(_ body: () throws -> Void) rethrows {
     try hookLock.withLock { _ in

@@ -18,16 +18,12 @@ import Glibc
     /// otherwise the settling pass finds the page present and reports
     /// intact a page whose contents were lost (it reads zeros).
     @Test func handlerWaitsForAnUnmarkHoldingTheReclaimedPage() throws {
-        guard hooksAvailable("handlerWaitsForAnUnmarkHoldingTheReclaimedPage") else { return }
-        guard userfaultfdAvailable else {
-            print("NOTE: userfaultfd unavailable: kernel-driven mode cannot run here")
-            return
-        }
+        guard kernelDrivenHooksAvailable("handlerWaitsForAnUnmarkHoldingTheReclaimedPage") else { return }
         try withHooks {
             let r = try VolatileRegion(byteCount: 4 * page, options: .init(kernelDriven: true))
             fill(r, page: 1, tag: 0x5A)
             try r.markVolatile(bytes(1..<2))
-            try #require(try reclaim(r, page: 1), "MADV_PAGEOUT did not reclaim the page in 50 requests")
+            try #require(try reclaimAll(r, 1..<2), "neither MADV_PAGEOUT nor MADV_DONTNEED took the page")
             let main = currentTID()
             let p1 = hookArg(r, page: 1)
             // Reader's handler: read "volatile", then wait for the unmark's lock.
@@ -62,16 +58,12 @@ import Glibc
     /// discard the page, so that the next unmark, which reports it purged,
     /// finds zeros rather than the new contents.
     @Test func aDelayedReclaimRecordDiscardsWhatItReports() throws {
-        guard hooksAvailable("aDelayedReclaimRecordDiscardsWhatItReports") else { return }
-        guard userfaultfdAvailable else {
-            print("NOTE: userfaultfd unavailable: kernel-driven mode cannot run here")
-            return
-        }
+        guard kernelDrivenHooksAvailable("aDelayedReclaimRecordDiscardsWhatItReports") else { return }
         try withHooks {
             let r = try VolatileRegion(byteCount: 4 * page, options: .init(kernelDriven: true))
             fill(r, page: 1, tag: 0x44)
             try r.markVolatile(bytes(1..<2))
-            try #require(try reclaim(r, page: 1), "MADV_PAGEOUT did not reclaim the page in 50 requests")
+            try #require(try reclaimAll(r, 1..<2), "neither MADV_PAGEOUT nor MADV_DONTNEED took the page")
             arm(0, Int32(VR_HOOK_HANDLER_BEFORE_RECORD), arg: hookArg(r, page: 1), set: Flag.a, waitAny: Flag.b, times: 1)
             // And the second unmark comes before the access ends (its end
             // would discard the page again and hide the difference).
@@ -106,11 +98,7 @@ import Glibc
     /// race, about once in 3000 rounds.) The fill now holds the page's lock,
     /// so the unmark waits for it: the test lets the fill go after 2 s.
     @Test func aLateFillOfAPurgedPageCannotHideALaterReclaim() throws {
-        guard hooksAvailable("aLateFillOfAPurgedPageCannotHideALaterReclaim") else { return }
-        guard userfaultfdAvailable else {
-            print("NOTE: userfaultfd unavailable: kernel-driven mode cannot run here")
-            return
-        }
+        guard kernelDrivenHooksAvailable("aLateFillOfAPurgedPageCannotHideALaterReclaim") else { return }
         try withHooks {
             let r = try VolatileRegion(byteCount: 4 * page, options: .init(kernelDriven: true))
             fill(r, page: 1, tag: 0x61)
@@ -137,7 +125,7 @@ import Glibc
                 first.withLock { $0 = result }
                 fill(r, page: 1, tag: 0x62)
                 try? r.markVolatile(bytes(1..<2))
-                _ = try? self.reclaim(r, page: 1)
+                _ = try? reclaimAll(r, 1..<2)
                 moved.store(true, ordering: .releasing)
             }
             // The old code moves on at once; the fixed one holds the page
@@ -287,23 +275,5 @@ import Glibc
             closedSeen += closed.load(ordering: .relaxed)
         }
         print("close race (\(m)): \(closedSeen) operations saw .closed over \(rounds) rounds")
-    }
-
-    /// Asks the kernel to reclaim page `p` of a kernel-driven region until it
-    /// is gone (MADV_PAGEOUT is a request). Returns whether it went.
-    /// Has the kernel reclaim page `p` (lazily freed): `pageOut` is a
-    /// request, which the kernel may decline (a page still in a per-CPU LRU
-    /// batch; under ThreadSanitizer it declined 50 times in a row). Then
-    /// the page is dropped with MADV_DONTNEED, which is what reclaim does
-    /// to a lazily freed anonymous page (the mapping stays, the page goes),
-    /// and the test says so.
-    func reclaim(_ r: VolatileRegion, page p: Int) throws -> Bool {
-        for _ in 0..<20 {
-            try r.pageOut(bytes(p..<(p + 1)))
-            if try r.pageStates(bytes(p..<(p + 1))) == [.purged] { return true }
-        }
-        print("NOTE: MADV_PAGEOUT declined page \(p) 20 times: dropping it with MADV_DONTNEED as reclaim would")
-        guard madvise(r.baseAddress + p * page, page, MADV_DONTNEED) == 0 else { return false }
-        return try r.pageStates(bytes(p..<(p + 1))) == [.purged]
     }
 }

@@ -146,14 +146,18 @@ func expectTruthfulUnmark(
 /// per-CPU LRU batch is skipped (seen under ThreadSanitizer, and on 16
 /// cores). Asks up to 20 times; pages still resident are then dropped with
 /// MADV_DONTNEED, which is what reclaim does to a lazily freed page (the
-/// mapping stays, the page goes), and the test output says so.
-func reclaimAll(_ r: VolatileRegion, _ pages: Range<Int>) throws {
+/// mapping stays, the page goes), and the test output says so. Returns
+/// whether every page of `pages` reads purged at the end.
+@discardableResult
+func reclaimAll(_ r: VolatileRegion, _ pages: Range<Int>) throws -> Bool {
+    let allPurged = { try r.pageStates(bytes(pages)).allSatisfy { $0 == .purged } }
     for _ in 0..<20 {
         try r.pageOut(bytes(pages))
-        if try r.pageStates(bytes(pages)).allSatisfy({ $0 == .purged }) { return }
+        if try allPurged() { return true }
     }
     let states = try r.pageStates(bytes(pages))
     let left = pages.filter { states[$0 - pages.lowerBound] != .purged }
     print("NOTE: MADV_PAGEOUT declined pages \(left) 20 times: dropping them with MADV_DONTNEED as reclaim would")
     for p in left { _ = madvise(r.baseAddress + p * page, page, MADV_DONTNEED) }
+    return try allPurged()
 }
