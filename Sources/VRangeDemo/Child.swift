@@ -11,9 +11,12 @@ import Glibc
 func runChild(_ o: Options, kind: CacheKind) -> Never {
     let parent = getppid()
     alarm(UInt32(o.duration) + 60)  // a watchdog: never outlive a hung parent for long
-    if let dir = o.cgroup, !writeText(dir + "/cgroup.procs", "\(getpid())") {
-        emit("N cannot join the cgroup \(dir): errno \(errno)")
-        exit(3)
+    let cgroup = o.cgroup.map { MemoryCgroup(version: readText($0 + "/memory.current") != nil ? .v2 : .v1, dir: $0) }
+    if let cgroup {
+        do { try cgroup.add() } catch {
+            emit("N cannot join the cgroup \(cgroup.dir): \(error)")
+            exit(3)
+        }
     }
     let shape = mapShape(tileCount: o.tileCount)
     let work = TileWork(renderer: TileRenderer(side: o.tileSide, octaves: o.octaves, columns: shape.columns),
@@ -52,7 +55,6 @@ func runChild(_ o: Options, kind: CacheKind) -> Never {
         })
     }
 
-    let cgroup = o.cgroup.map { MemoryCgroup(version: readText($0 + "/memory.current") != nil ? .v2 : .v1, dir: $0) }
     var lastEvent: UInt64 = 0
     func sample() {
         let status = readText("/proc/self/status") ?? ""

@@ -1,4 +1,4 @@
-// Small system helpers of the demo: reading and writing small files,
+// Small system helpers of the demo: reading small files,
 // figures from /proc/self/status, threads.
 #if canImport(Glibc)
 import Glibc
@@ -18,15 +18,6 @@ func readText(_ path: String) -> String? {
         out += buffer[0..<n]
     }
     return String(decoding: out, as: UTF8.self)
-}
-
-/// Writes `text` to a file that exists (cgroupfs), in one write(2).
-func writeText(_ path: String, _ text: String) -> Bool {
-    let fd = open(path, O_WRONLY | O_CLOEXEC)
-    guard fd >= 0 else { return false }
-    defer { close(fd) }
-    let bytes = Array(text.utf8)
-    return bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == bytes.count
 }
 
 /// A "Key:   N kB" figure of /proc/self/status, in bytes.
