@@ -41,11 +41,14 @@ let package = Package(
         // drive it over a socket (real processes, not threads).
         .executableTarget(
             name: "VRangeTestPeer",
-            dependencies: ["VRange", "CVRange"]
+            dependencies: ["VRange", "CVRange", "VRangeChaosLedger"]
         ),
+        // The chaos run's shared ledger, canary pattern and random numbers:
+        // one definition for the participants (VRangeTestPeer) and the tests.
+        .target(name: "VRangeChaosLedger"),
         .testTarget(
             name: "VRangeTests",
-            dependencies: ["VRange", "CVRange"]
+            dependencies: ["VRange", "CVRange", "VRangeChaosLedger"]
         ),
     ],
     swiftLanguageModes: [.v6]

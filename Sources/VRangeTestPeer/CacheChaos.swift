@@ -12,6 +12,7 @@
 #else
 import VRange
 #endif
+import VRangeChaosLedger
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -19,13 +20,13 @@ import Glibc
 final class CacheChaos {
     let ledger: ChaosLedger?
     let index: Int
-    var random: ChaosRandom
+    var random: SplitMix64
     var violations = 0
 
     init(ledger: ChaosLedger?, index: Int, seed: UInt64) {
         self.ledger = ledger
         self.index = index
-        random = ChaosRandom(state: seed)
+        random = SplitMix64(seed: seed)
     }
 
     func count(_ c: ChaosCounter, _ n: Int = 1) { ledger?.count(c, index, n) }

@@ -20,6 +20,7 @@
 #else
 import VRange
 #endif
+import VRangeChaosLedger
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -32,7 +33,7 @@ final class FileChaos {
     let index: Int
     let participants: Int
     let safe: Bool
-    var random: ChaosRandom
+    var random: SplitMix64
     let ps: Int
     let pages: Int
     var main: FileMapping?
@@ -45,7 +46,7 @@ final class FileChaos {
         self.index = index
         self.participants = participants
         self.safe = safe
-        random = ChaosRandom(state: seed)
+        random = SplitMix64(seed: seed)
         ps = file.pageSize
         pages = file.size / file.pageSize
     }

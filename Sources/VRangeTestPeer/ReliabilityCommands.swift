@@ -17,6 +17,7 @@ import Synchronization
 #else
 import VRange
 #endif
+import VRangeChaosLedger
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -75,7 +76,7 @@ func scribble(_ f: VolatileFile, millis: Int, seed: UInt64, headerToo: Bool) -> 
     defer { munmap(raw, Int(st.st_size)) }
     let size = Int(st.st_size)
     let first = headerToo ? 0 : 128
-    var random = ChaosRandom(state: seed)
+    var random = SplitMix64(seed: seed)
     let deadline = monotonicNow() + UInt64(max(millis, 0)) * 1_000_000
     var writes = 0
     if headerToo {  // the header first: later adopters must refuse the file

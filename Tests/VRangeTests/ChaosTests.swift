@@ -19,6 +19,7 @@
 import Synchronization
 import Testing
 @testable import VRange
+import VRangeChaosLedger
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -121,15 +122,15 @@ import Glibc
         var torn = 0, zero = 0, canary = 0, wrong: [String] = []
         for p in all {
             let v = ledger.sequence(p)
-            let seen = chaosLook(m.baseAddress + p * page, page: p, canary: v / 2)
+            let seen = chaosLook(m.baseAddress + p * page, pageSize: page, page: p, canary: v / 2)
             if lost.contains(p) {
-                if seen != "zero" { wrong.append("page \(p) reported purged holds \(seen)") }
+                if seen != .zero { wrong.append("page \(p) reported purged holds \(seen)") }
                 zero += 1
             } else if v & 1 == 1 {
                 torn += 1  // its owner was killed while writing its canary
-            } else if seen == "other" {
+            } else if seen == .other {
                 wrong.append("page \(p) holds neither zeros nor canary \(v / 2)")
-            } else if seen == "canary" {
+            } else if seen == .canary {
                 canary += 1
             } else {
                 zero += 1

@@ -4,24 +4,15 @@ import CVRange
 import Synchronization
 import Testing
 @testable import VRange
+import VRangeChaosLedger
 #if canImport(Glibc)
 import Glibc
 #endif
 
 let page = Kernel.pageSize
 
-/// SplitMix64: small, fast, seedable, and the same everywhere.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+/// SplitMix64 (VRangeChaosLedger): the chaos participants draw from the same.
+typealias SeededGenerator = SplitMix64
 
 /// An integer from the environment, or `fallback`.
 func environmentInt(_ name: String, _ fallback: Int) -> Int {
