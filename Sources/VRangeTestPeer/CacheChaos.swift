@@ -31,11 +31,8 @@ final class CacheChaos {
 
     func count(_ c: ChaosCounter, _ n: Int = 1) { ledger?.count(c, index, n) }
     func violation(_ s: String) {
-        let text = "cache participant \(index) (pid \(getpid())): \(s)"
-        ledger?.violation(text)
         violations += 1
-        let line = Array(("VIOLATION " + text + "\n").utf8)
-        _ = line.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+        reportViolation("cache participant \(index) (pid \(getpid())): \(s)", in: ledger)
     }
 
     /// The value of `key`: 4 to 32 KiB, a pattern of the key.

@@ -53,11 +53,8 @@ final class FileChaos {
 
     func count(_ c: ChaosCounter, _ n: Int = 1) { ledger?.count(c, index, n) }
     func violation(_ s: String) {
-        let text = "participant \(index) (pid \(getpid())): \(s)"
-        ledger?.violation(text)
         violations += 1
-        let line = Array(("VIOLATION " + text + "\n").utf8)
-        _ = line.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+        reportViolation("participant \(index) (pid \(getpid())): \(s)", in: ledger)
     }
     var violations = 0
     var typedErrors = 0

@@ -112,3 +112,11 @@ func installJitter(_ f: VolatileFile) {
     f.testHook.withLock { $0 = { _ in sched_yield() } }
     #endif
 }
+
+/// Records a chaos participant's violation in the ledger (when it has one)
+/// and on stderr, where the test shows it.
+func reportViolation(_ text: String, in ledger: ChaosLedger?) {
+    ledger?.violation(text)
+    let line = Array(("VIOLATION " + text + "\n").utf8)
+    _ = line.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+}
