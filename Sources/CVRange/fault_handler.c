@@ -276,6 +276,7 @@ void vr_on_fault(int sig, siginfo_t *info, void *context) {
   // Only faults carry an address; a signal sent with kill() is never ours.
   int is_fault = sig == SIGBUS ? info->si_code == BUS_ADRERR : info->si_code == SEGV_ACCERR;
   int index = -1;
+  if (is_fault) VR_HOOK(VR_HOOK_HANDLER_ENTERED, addr);
   vr_slot *s = is_fault ? vr_slot_enter(addr, &index) : NULL;
   if (s == NULL) {
     chain(sig, info, context, 0);

@@ -43,7 +43,7 @@ static void at_fork_child(void) {
       atomic_store(&s->base, 0);
       atomic_store(&s->end, 0);
       atomic_store(&s->state, SLOT_FREE);
-    } else if (state == SLOT_LIVE && !(s->info.flags & VR_REGION_SHARED)) {
+    } else if (state == SLOT_LIVE && !atomic_load(&s->closing) && !(s->info.flags & VR_REGION_SHARED)) {
       resolve_orphaned_locks(&s->info);
     }
   }

@@ -81,7 +81,10 @@ static unsigned register_all(int fd, int in_fork_child) {
   int top = atomic_load(&vr_slot_high_water);
   for (int i = 0; i < top; i++) {
     vr_slot *s = &vr_slots[i];
-    if (atomic_load(&s->state) != SLOT_LIVE || s->info.mechanism != VR_MECHANISM_USERFAULTFD) continue;
+    // A closing region's memory is an empty mapping now: never registered.
+    if (atomic_load(&s->state) != SLOT_LIVE || s->info.mechanism != VR_MECHANISM_USERFAULTFD ||
+        atomic_load(&s->closing))
+      continue;
     int ok;
     if (in_fork_child && atomic_load(&fail_fork_registrations) > 0) {
       atomic_fetch_sub(&fail_fork_registrations, 1);
@@ -147,7 +150,7 @@ int vr_region_check_registration(int slot, uint64_t *epoch_out) {
   }
   if (e == 0 && slot >= 0 && slot < VR_MAX_REGIONS) {
     vr_slot *s = &vr_slots[slot];
-    if (!atomic_load(&s->registered)) {
+    if (!atomic_load(&s->registered) && !atomic_load(&s->closing)) {
       int fd = atomic_load(&vr_uffd_fd);
       e = fd < 0 ? EBADF : vr_uffd_register_marked_chunks(s, fd);
       if (e == 0) atomic_store(&s->registered, 1);

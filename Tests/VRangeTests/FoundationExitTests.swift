@@ -285,6 +285,41 @@ func accessFaultDuringClose(_ m: FaultMechanism) -> Int32 {
     return seen.load(ordering: .relaxed) == 1 ? 0 : 16
 }
 
+/// A fault raised on a purged page just before close() replaced the memory,
+/// whose handler runs only after close() returned: the handler must still
+/// find the region (closing) and resume the access, not pass the SIGBUS on
+/// as a foreign one (the process died of it, under ASan in CI).
+func faultReachingTheHandlerAfterClose(_ m: FaultMechanism) -> Int32 {
+    guard let r = try? VolatileRegion(byteCount: 4 * page, options: .init(faultMechanism: m)) else { return 10 }
+    fill(r, page: 1, tag: 0x92)
+    guard (try? r.markVolatile(bytes(0..<4))) != nil else { return 11 }
+    let p1 = hookArg(r, page: 1)
+    arm(0, Int32(VR_HOOK_ACCESS_AFTER_PRECHECK), arg: p1, set: Flag.a, waitAny: Flag.b, times: 1)
+    arm(1, Int32(VR_HOOK_HANDLER_ENTERED), arg: p1, set: Flag.c, waitAny: Flag.d, times: 1)
+    let seen = Atomic<Int>(-1)
+    let reader = TestThread {
+        let result = try? r.withVolatileAccess(bytes(1..<2)) { $0[0] }
+        seen.store(result == .purged ? 1 : result == nil ? 2 : result == .intact(0) ? 3 : 0, ordering: .relaxed)
+    }
+    guard waitForFlags(Flag.a) else { return 12 }  // past the access's precheck
+    guard (try? r.purge(bytes(1..<2))) == page else { return 13 }
+    vr_test_hook_set_flags(Flag.b)
+    guard waitForFlags(Flag.c) else { return 14 }  // the fault is in the handler, before the lookup
+    r.close()  // replaced, and (before the fix) out of the handler's table
+    vr_test_hook_set_flags(Flag.d)
+    reader.join()
+    var action = sigaction()
+    sigaction(SIGBUS, nil, &action)
+    if action.__sigaction_handler.sa_handler == nil { return 17 }
+    // Nor was a SIGSEGV (mprotect) passed on: it would have reset it.
+    sigaction(SIGSEGV, nil, &action)
+    if action.__sigaction_handler.sa_handler == nil { return 18 }
+    // Resumed on the empty memory: the access saw the purge it faulted on
+    // (its scope recorded it) or, re-executed, read a zero.
+    let s = seen.load(ordering: .relaxed)
+    return s == 1 || s == 3 ? 0 : 16
+}
+
 /// The region limit is its own error, at exactly `maxRegions`.
 func regionLimitIsItsOwnError() -> Int32 {
     var regions: [VolatileRegion] = []
@@ -414,6 +449,17 @@ func kernelDrivenUnmarkAllocatesNothing() -> Int32 {
         try #require(userfaultfdAvailable, "userfaultfd unavailable: covered by the mprotect variant only")
         guard hooksAvailable("accessFaultingWhileTheRegionClosesIsResumed") else { return }
         await #expect(processExitsWith: .success) { _exit(accessFaultDuringClose(.userfaultfd)) }
+    }
+
+    @Test func faultReachingTheHandlerAfterCloseIsResumed_userfaultfd() async throws {
+        try #require(userfaultfdAvailable, "userfaultfd unavailable: covered by the mprotect variant only")
+        guard hooksAvailable("faultReachingTheHandlerAfterCloseIsResumed") else { return }
+        await #expect(processExitsWith: .success) { _exit(faultReachingTheHandlerAfterClose(.userfaultfd)) }
+    }
+
+    @Test func faultReachingTheHandlerAfterCloseIsResumed_mprotect() async {
+        guard hooksAvailable("faultReachingTheHandlerAfterCloseIsResumed") else { return }
+        await #expect(processExitsWith: .success) { _exit(faultReachingTheHandlerAfterClose(.mprotect)) }
     }
 
     @Test func theRegionLimitIsATypedError() async {

@@ -270,7 +270,8 @@ enum {
   VR_HOOK_DISCARD = 13,              // a locked run is about to be discarded (arg: first byte)
   VR_HOOK_CLOSE_REPLACED = 14,       // close() replaced the memory, before leaving the table (arg: base)
   VR_HOOK_CLOSE_WAITING = 15,        // close() waits for mapping changes in flight (arg: base)
-  VR_HOOK_POINTS = 16,
+  VR_HOOK_HANDLER_ENTERED = 16,     // a fault reached the handler, before the region lookup (arg: si_addr)
+  VR_HOOK_POINTS = 17,
 };
 
 /// Whether this build has the hook points compiled in.

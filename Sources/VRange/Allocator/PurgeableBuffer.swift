@@ -278,3 +278,27 @@ extension PurgeableBuffer {
         return seg.arena.index << 48 | seg.localIndex << 32 | page
     }
 }
+
+/// Where a buffer of a `.sharedFile` allocator lives: a byte range of a
+/// shared `VolatileFile`. Another process that gets the file (its
+/// descriptors, inherited or sent: `VolatileFile.inheritableDescriptors()`,
+/// `send(over:)`) maps it and finds the buffer's bytes at `range`. Its
+/// mapping is a mapper of the file: until it votes the pages volatile, the
+/// allocator's purges leave them alone (DESIGN.md §1c).
+public struct FileLocation: Sendable {
+    /// The segment's file. It stays open while the buffer is allocated; do
+    /// not close it (the allocator does, when the segment goes).
+    public let file: VolatileFile
+    /// The buffer's bytes in the file: `count` bytes from the buffer's
+    /// offset (page-aligned for buffers of a page or more; a smaller buffer
+    /// shares its page with others).
+    public let range: Range<Int>
+}
+
+extension PurgeableBuffer {
+    /// The shared file and range that hold this buffer, for an allocator
+    /// whose source is `.sharedFile`; nil for anonymous segments.
+    public var fileLocation: FileLocation? {
+        segment.backing.file.map { FileLocation(file: $0, range: offset..<(offset + count)) }
+    }
+}

@@ -31,7 +31,8 @@ public final class VolatileAllocator: Sendable {
     /// How an allocator is set up.
     public struct Options: Sendable, Equatable {
         /// Where segments come from. Default: anonymous regions with the
-        /// automatic fault mechanism.
+        /// automatic fault mechanism; `.sharedFile` puts every buffer in a
+        /// memfd that other processes can map.
         public var source: SegmentSource
         /// Size of an arena's first segment (each new one doubles, up to
         /// `maxSegmentBytes`). Default 4 MiB.
@@ -98,12 +99,14 @@ public final class VolatileAllocator: Sendable {
     ///
     /// - Throws: `.invalidSize` when a segment size is not positive or the
     ///   first segment is larger than `maxSegmentBytes`, or when `arenaCount`
-    ///   is not in 1...4096.
+    ///   is not in 1...4096; `.unsupported` for a `.sharedFile` source with
+    ///   huge pages or a private mapping.
     public init(options: Options = Options()) throws(VRangeError) {
         let pageSize = Kernel.pageSize
         guard options.segmentBytes > 0 else { throw .invalidSize(options.segmentBytes) }
         guard options.maxSegmentBytes >= options.segmentBytes else { throw .invalidSize(options.maxSegmentBytes) }
         guard (1...4096).contains(options.arenaCount ?? 1) else { throw .invalidSize(options.arenaCount ?? 0) }
+        if let reason = options.source.unsupportedReason { throw .unsupported(reason) }
         // A power of two, so that picking a thread's arena is a mask.
         var arenaCount = 1
         while arenaCount < (options.arenaCount ?? min(64, 2 * Kernel.onlineCPUs)) { arenaCount <<= 1 }

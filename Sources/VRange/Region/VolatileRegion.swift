@@ -176,6 +176,9 @@ public final class VolatileRegion: @unchecked Sendable {
 
     deinit {
         close()
+        // Only now, with no access left that could fault here, does the
+        // region leave the handler's table: see close().
+        Kernel.FaultTable.unregister(slot: slot)
         try? Kernel.unmap(baseAddress, length: size)
         metadata.deallocate()
     }
@@ -186,8 +189,8 @@ public final class VolatileRegion: @unchecked Sendable {
     /// Safe against operations racing on other threads: once the discards
     /// and protections in flight are done (later ones do nothing), the
     /// region's pages are replaced by an empty mapping that the region keeps
-    /// reserved, with its bookkeeping, until it is deinitialized, and the
-    /// region leaves the fault handler's table. An operation already past its
+    /// reserved, with its bookkeeping and its entry in the fault handler's
+    /// table, until it is deinitialized. An operation already past its
     /// closed check completes on that memory and touches nothing that
     /// belongs to anyone else; an access body running meanwhile reads zeros.
     public func close() {
@@ -198,15 +201,19 @@ public final class VolatileRegion: @unchecked Sendable {
             TestHook.fire(Int32(VR_HOOK_CLOSE_WAITING), UnsafeRawPointer(baseAddress))
             Kernel.yield()
         }
-        // Replace first, then leave the handler's table: a racing access that
-        // faults meanwhile is resumed by the handler and reads zeros.
+        // A racing access that faults meanwhile is resumed by the handler
+        // and reads zeros. The region stays in the handler's table (marked
+        // closing) until deinit: a fault raised just before the replacement
+        // can reach the handler after it, and must still find the region
+        // (it used to be passed on as a foreign SIGBUS: the process died,
+        // seen under ASan in operationsRacingCloseEndCleanly). The slot is
+        // never registered with a userfaultfd again (fork, recovery).
         Kernel.FaultTable.closing(slot: slot)
         if (try? Kernel.replaceWithEmpty(baseAddress, length: size)) == nil {
             // Cannot happen for a range we own; fall back to dropping the contents.
             try? Kernel.advise(baseAddress, length: size, .dontNeed)
         }
         TestHook.fire(Int32(VR_HOOK_CLOSE_REPLACED), UnsafeRawPointer(baseAddress))
-        Kernel.FaultTable.unregister(slot: slot)
     }
 
     /// Bytes of bookkeeping this region keeps per page: its volatility map
