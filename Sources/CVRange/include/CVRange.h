@@ -268,7 +268,7 @@ enum {
   VR_HOOK_DIRTY_PAGE = 11,           // settling pass, before a page (arg: page)
   VR_HOOK_UNMARK_CLEARED = 12,       // markNonVolatile cleared purged pages, before repopulating
   VR_HOOK_DISCARD = 13,              // a locked run is about to be discarded (arg: first byte)
-  VR_HOOK_CLOSE_REPLACED = 14,       // close() replaced the memory, before leaving the table (arg: base)
+  VR_HOOK_CLOSE_REPLACED = 14,       // close() replaced the memory (arg: base)
   VR_HOOK_CLOSE_WAITING = 15,        // close() waits for mapping changes in flight (arg: base)
   VR_HOOK_HANDLER_ENTERED = 16,     // a fault reached the handler, before the region lookup (arg: si_addr)
   VR_HOOK_POINTS = 17,

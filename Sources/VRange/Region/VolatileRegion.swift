@@ -171,7 +171,8 @@ public final class VolatileRegion: @unchecked Sendable {
     }
 
     /// The most regions that can exist at once in a process (the fault
-    /// handler's table is static: it must not allocate).
+    /// handler's table is static: it must not allocate). A closed region
+    /// counts until it is deinitialized.
     public static let maxRegions = Int(VR_MAX_REGIONS)
 
     deinit {
