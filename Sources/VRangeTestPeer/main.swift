@@ -135,7 +135,7 @@ func run(_ words: [Substring]) throws -> String {
             case .purgeLocked: hit = point == "locked"
             case .purgeBeforePunch: hit = point == "punch"
             case .purgeAfterPunch: hit = point == "punched"
-            case .published: hit = false
+            case .published, .publishedOneWord: hit = false
             case .accessLocked: hit = point == "accesslocked"
             }
             if hit {

@@ -153,44 +153,71 @@ import Glibc
         #expect(f.sidecar.content.census(0..<32).locked == 0)
     }
 
-    /// A pin published after the purge re-read the rule waits on the locked
-    /// page; the purge punches it; another party (here the file, through
-    /// another object) repopulates it before the pinner looks again. The
-    /// pinner finds the page present and zero: it must still be told it was
-    /// purged (found by the chaos run: "pin reported it intact, holds zero").
-    @Test func pinRacingAPunchIsToldEvenWhenAnotherPartyRepopulatesFirst() throws {
+    /// A pin published after the purge re-read the rule; the purge punches
+    /// the page; another party (here the file, through another object)
+    /// repopulates it before the pinner looks at the page states. The pinner
+    /// finds the page present and zero: it must still be told it was purged.
+    /// Held where it waits on the locked page (`lockWait`; found by the
+    /// chaos run: "pin reported it intact, holds zero"), and between its
+    /// publication and its one look in the one-word fast path
+    /// (`oneWordLook`; found under the thread sanitizer in CI by
+    /// `ownerPinsWhileOtherPartiesVoteUnmarkAndPurge`: "reported intact,
+    /// holds zero" — the fast path trusted a clean look without a second
+    /// look at its marks).
+    @Test(arguments: [PinHold.lockWait, .oneWordLook])
+    func pinRacingAPunchIsToldEvenWhenAnotherPartyRepopulatesFirst(hold: PinHold) throws {
         let f = try VolatileFile(byteCount: 4 * page)
         let other = try VolatileFile(adopting: try f.inheritableDescriptors())
         let m = try f.map()
         fill(m, page: 0, tag: 4)
         try m.markVolatile(bytes(0..<1))
-        let result = try raceAPunch(f, mark: { try m.markNonVolatile(bytes(0..<1)) },
+        let result = try raceAPunch(f, hold: hold, mark: { try m.markNonVolatile(bytes(0..<1)) },
                                     repopulate: { try other.markNonVolatile(bytes(0..<1)) })
         #expect(result?.purgedRanges == [bytes(0..<1)], "the pin called a punched page intact")
         #expect(look(m, page: 0, tag: 4) == "zero")
+        #expect(m.marks.state(ofPage: 0) == 0b10, "the pin stays, its notice taken")
     }
 
     /// The same race for the file's own mark: the file marked the page
     /// volatile, a purge re-read the rule, then the file marks it
-    /// non-volatile and waits; a mapper of another object repopulates the
-    /// page first. The file must be told.
-    @Test func fileUnmarkRacingAPunchIsToldEvenWhenAMapperRepopulatesFirst() throws {
+    /// non-volatile; a mapper of another object repopulates the page first.
+    /// The file must be told.
+    @Test(arguments: [PinHold.lockWait, .oneWordLook])
+    func fileUnmarkRacingAPunchIsToldEvenWhenAMapperRepopulatesFirst(hold: PinHold) throws {
         let f = try VolatileFile(byteCount: 4 * page)
         let other = try VolatileFile(adopting: try f.inheritableDescriptors())
         let m = try other.map()
         fill(m, page: 0, tag: 6)
         try f.markVolatile(bytes(0..<1))
-        let result = try raceAPunch(f, mark: { try f.markNonVolatile(bytes(0..<1)) },
+        let result = try raceAPunch(f, hold: hold, mark: { try f.markNonVolatile(bytes(0..<1)) },
                                     repopulate: { try m.markNonVolatile(bytes(0..<1)) })
         #expect(result?.purgedRanges == [bytes(0..<1)], "the file's unmark called a punched page intact")
         #expect(look(m, page: 0, tag: 6) == "zero")
         #expect(f.sidecar.fileMarks.state(ofPage: 0) == 0, "the file's mark ends neutral")
     }
 
+    /// Where `raceAPunch` holds the mark once it published.
+    enum PinHold: Sendable, CustomStringConvertible {
+        /// At `.published`: the mark then waits on the page the purge locked.
+        case lockWait
+        /// At `.publishedOneWord`: before the fast path's one look.
+        case oneWordLook
+
+        func matches(_ point: FileHookPoint) -> Bool {
+            switch (self, point) {
+            case (.lockWait, .published), (.oneWordLook, .publishedOneWord): true
+            default: false
+            }
+        }
+
+        var description: String { self == .lockWait ? "lockWait" : "oneWordLook" }
+    }
+
     /// Purges `f` (page 0 purgeable); after its re-check, `mark` runs on a
-    /// thread and is held once it published its marks, until the purge ended
-    /// and `repopulate` (another party) made the page present again.
-    private func raceAPunch(_ f: VolatileFile, mark: @escaping @Sendable () throws -> NonVolatileResult,
+    /// thread and is held at `hold` once it published its marks, until the
+    /// purge ended and `repopulate` (another party) made the page present
+    /// again.
+    private func raceAPunch(_ f: VolatileFile, hold: PinHold, mark: @escaping @Sendable () throws -> NonVolatileResult,
                             repopulate: () throws -> NonVolatileResult) throws -> NonVolatileResult? {
         let published = Atomic<Bool>(false), repopulated = Atomic<Bool>(false)
         let result = Mutex<NonVolatileResult?>(nil)
@@ -201,7 +228,7 @@ import Glibc
             case .purgeBeforePunch:
                 marker.withLock { $0 = TestThread { result.withLock { $0 = try? mark() } } }
                 #expect(waitUntil { published.load(ordering: .relaxed) }, "the mark never published")
-            case .published:
+            case let p where hold.matches(p):
                 published.store(true, ordering: .relaxed)
                 #expect(waitUntil { repopulated.load(ordering: .relaxed) }, "the other party never repopulated")
             default: break

@@ -52,8 +52,23 @@ final class Peer {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, theirs, 3)
-        for (i, fd) in inherit.enumerated() { posix_spawn_file_actions_adddup2(&actions, fd, Int32(4 + i)) }
+        // The child gets the socket as 3 and `inherit` as 4, 5, ...: copy
+        // every source above those numbers first, since a source that is
+        // itself a target (a memfd that got descriptor 3 in a process with
+        // few open) would be overwritten by an earlier dup2 of the list.
+        let above = Int32(4 + inherit.count)
+        var sources: [Int32] = []
+        defer { for fd in sources { Kernel.close(fd: fd) } }
+        for fd in [theirs] + inherit {
+            let copy = fcntl(fd, F_DUPFD_CLOEXEC, above)
+            guard copy >= 0 else {
+                let e = errno
+                Kernel.close(fd: theirs); Kernel.close(fd: mine)
+                throw PeerError(description: "F_DUPFD_CLOEXEC of \(fd) failed: errno \(e)")
+            }
+            sources.append(copy)
+        }
+        for (i, fd) in sources.enumerated() { posix_spawn_file_actions_adddup2(&actions, fd, Int32(3 + i)) }
         var pid: pid_t = 0
         let argv: [UnsafeMutablePointer<CChar>?] = [strdup(path), nil]
         defer { for a in argv { free(a) } }

@@ -42,7 +42,7 @@ public final class VolatileFile: @unchecked Sendable {
     private let sidecarLength: Int
     #if DEBUG
     /// Test-only interleaving hook (debug builds): see FileTestHooks.swift.
-    let testHook = Locked<(@Sendable (FileHookPoint) -> Void)?>(nil)
+    let testHook = FileTestHookSlot()
     #endif
 
     var layout: SidecarLayout { sidecar.layout }
@@ -235,7 +235,9 @@ public final class VolatileFile: @unchecked Sendable {
     /// A non-volatile mark (file-level, or a mapper's pin) with the fast
     /// path of a range within one map word: publish the marks, then one
     /// sequentially consistent load of the page states (the purger locks,
-    /// then reads the marks: one of the two sees the other).
+    /// then reads the marks: one of the two sees the other), then, when that
+    /// load finds nothing locked or purged, one more look at the marks for a
+    /// notice left meanwhile.
     ///
     /// Both kinds publish 10 first: a mapper's pin for good, the file a
     /// transient "unmark in flight" that the rule reads as not volatile and
@@ -251,12 +253,18 @@ public final class VolatileFile: @unchecked Sendable {
         }
         let m = VolatilityMap.lowMask(word: w, pages: pages)
         var lost = party.settle(word: w, mask: m, pin: true)
+        hook(.publishedOneWord(pages))
         let content = sidecar.content.words[w].load(ordering: .sequentiallyConsistent)
         if (content >> 1) & m == 0 {
-            // Nothing locked or purged: no purge that missed the mark is in
-            // flight. The file's 10 -> 00 may still collect a notice left by
-            // a purge that the mappers' votes allowed meanwhile.
-            if !pin { lost |= party.settle(word: w, mask: m, pin: false) }
+            // Nothing locked or purged now. A purge that read the rule just
+            // before the publication may still have punched the page and
+            // left its notice (10 -> 11) after the settle above, and another
+            // party may have repopulated the page before this load: the
+            // notice precedes the purge's release, which precedes the
+            // repopulation this load read, so a second look at the marks
+            // sees it. Take it (the file's 10 -> 00 happens here too); one
+            // plain load when there is none.
+            lost |= party.settle(word: w, mask: m, pin: pin)
             if lost == 0 { return NonVolatileResult(intact: range) }
         }
         // The marks are published (and the notices consumed): settle the pages.
