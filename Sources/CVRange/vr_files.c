@@ -229,10 +229,8 @@ int vr_recv_fds(int socket, void *payload, size_t capacity, size_t *length_out,
 // MARK: - fork
 
 #define VR_MAX_LIVENESS_FDS 4096
-static _Atomic uint64_t fork_generation;
+uint64_t vr_fork_generation_value;
 static _Atomic int liveness_fds[VR_MAX_LIVENESS_FDS];  // 0 = empty slot, else fd + 1
-
-uint64_t vr_fork_generation(void) { return atomic_load(&fork_generation); }
 
 int vr_liveness_fd_add(int fd) {
   for (int i = 0; i < VR_MAX_LIVENESS_FDS; i++) {
@@ -253,7 +251,7 @@ void vr_liveness_fd_remove(int fd) {
 // load). Only async-signal-safe calls: the child of a multithreaded process
 // may run nothing else.
 static void files_at_fork_child(void) {
-  atomic_fetch_add(&fork_generation, 1);
+  __atomic_add_fetch(&vr_fork_generation_value, 1, __ATOMIC_SEQ_CST);
   for (int i = 0; i < VR_MAX_LIVENESS_FDS; i++) {
     int v = atomic_exchange(&liveness_fds[i], 0);
     if (v != 0) close(v - 1);

@@ -92,11 +92,21 @@ import Glibc
         }
         #expect(f.sidecar.slots.census().shared == 0, "a refused mapping took no slot")
         let m = try f.map()
+        let open = try f.map()
+        let privately = try f.map(options: .init(privateMapping: true))
+        // A private mapping: the range error first, then why it cannot mark.
+        #expect(throws: VRangeError.misalignedRange(offset: 1, length: page, pageSize: page)) { try privately.markVolatile(1..<(page + 1)) }
+        #expect(throws: VRangeError.unsupported("a private mapping neither votes nor pins")) { try privately.markNonVolatile(0..<page) }
         m.close()
         #expect(throws: VRangeError.closed) { try m.markVolatile(0..<page) }
         #expect(throws: VRangeError.closed) { try m.markNonVolatile(0..<page) }
         f.close()
+        // The file's close() closed the mapping still open: its marks say so.
+        #expect(open.isClosed)
+        #expect(throws: VRangeError.closed) { try open.markVolatile(0..<page) }
+        #expect(throws: VRangeError.closed) { try open.markNonVolatile(0..<page) }
         #expect(throws: VRangeError.closed) { try f.markVolatile(0..<page) }
+        #expect(throws: VRangeError.closed) { try f.markNonVolatile(0..<page) }
         #expect(throws: VRangeError.closed) { try f.purgeAll() }
         #expect(throws: VRangeError.closed) { try f.map() }
     }

@@ -114,8 +114,10 @@ import Glibc
         fill(m, page: 0, tag: 5)
         try m.markVolatile(bytes(0..<1))
         let status = forked {
-            // The parent's mapping is the parent's: its marks cannot be used here.
-            guard (try? m.markNonVolatile(bytes(0..<1))) == nil else { return 10 }
+            // The parent's mapping is the parent's: its marks cannot be used
+            // here, and say why (also on the fast path of a valid range).
+            guard thrown({ () throws(VRangeError) in _ = try m.markNonVolatile(bytes(0..<1)) }) == .inheritedAcrossFork else { return 10 }
+            guard thrown({ () throws(VRangeError) in try m.markVolatile(bytes(0..<1)) }) == .inheritedAcrossFork else { return 15 }
             guard let mine = try? f.map() else { return 11 }
             guard look(mine, page: 0, tag: 5) == "tag" else { return 12 }
             guard (try? mine.markVolatile(bytes(0..<1))) != nil else { return 13 }
@@ -129,4 +131,10 @@ import Glibc
         #expect(f.reclaimDeadSlots() == 1)
         #expect(try f.status().sharedMappers == 1)
     }
+}
+
+/// The error `body` threw, or nil.
+func thrown(_ body: () throws(VRangeError) -> Void) -> VRangeError? {
+    do { try body() } catch { return error }
+    return nil
 }

@@ -88,8 +88,12 @@ int vr_recv_fds(int socket, void *payload, size_t capacity, size_t *length_out,
 
 /// Incremented in the child of every fork() (an at-fork child handler
 /// registered at program load, before any other VRange handler). Objects
-/// remember it at creation to know whether they were inherited.
-uint64_t vr_fork_generation(void);
+/// remember it at creation to know whether they were inherited. A plain
+/// global read inline: the shared-file marks check it on every call.
+extern uint64_t vr_fork_generation_value;
+static inline uint64_t vr_fork_generation(void) {
+  return __atomic_load_n(&vr_fork_generation_value, __ATOMIC_RELAXED);
+}
 /// Descriptors the child of a fork must close at once: open file
 /// descriptions whose OFD locks prove a process alive (a child holding them
 /// would keep its dead parent's mapper slots alive). Returns ENOSPC when

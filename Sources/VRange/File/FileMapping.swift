@@ -63,6 +63,11 @@ public final class FileMapping: @unchecked Sendable {
     let zeroSource: UnsafeMutableRawPointer?
     let forkGeneration: UInt64
     private let closedFlag = Atomic<Bool>(false)
+    /// The mapping's size while votes and pins may take their fast path
+    /// (one range check covers the closed mapping and the private one): 0
+    /// for a private mapping, and from the start of `close()` (which the
+    /// file's `close()` calls for every mapping it made).
+    private let fastSize: Atomic<Int>
 
     init(file: VolatileFile, range: Range<Int>, options: Options) throws(VRangeError) {
         let pages = try file.geometry.pages(range)
@@ -132,6 +137,7 @@ public final class FileMapping: @unchecked Sendable {
         self.handlerMetadata = metadata
         self.zeroSource = zeroSource
         self.forkGeneration = vr_fork_generation()
+        self.fastSize = Atomic(options.privateMapping ? 0 : range.count)
 
         // Every mapping is in the file's registry, so that the file's
         // close() closes it (its slot lives in the sidecar the file unmaps).
@@ -176,6 +182,7 @@ public final class FileMapping: @unchecked Sendable {
     /// unmapped: its slot is the parent's.
     public func close() {
         guard !closedFlag.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        fastSize.store(0, ordering: .sequentiallyConsistent)
         Kernel.FaultTable.unregister(slot: handlerSlot)
         try? Kernel.unmap(mappedBase, length: mappedLength)
         handlerMetadata.deallocate()
@@ -216,15 +223,33 @@ public final class FileMapping: @unchecked Sendable {
 
     /// Votes `[offset, offset + length)` volatile. See `markVolatile(_:)`.
     public func markVolatile(offset: Int, length: Int) throws(VRangeError) {
+        if let p = fastPages(offset: offset, length: length) {
+            vote(p)
+            return
+        }
         try checkUsable()
-        let p = try filePages(offset: offset, length: length)
+        vote(try filePages(offset: offset, length: length))
+    }
+
+    private func vote(_ p: Range<Int>) {
         file.stampRecency()
-        let w = p.lowerBound / VolatilityMap.pagesPerWord
-        if (p.upperBound - 1) / VolatilityMap.pagesPerWord == w {
-            marks.vote(word: w, mask: VolatilityMap.lowMask(word: w, pages: p))
+        let w = p.lowerBound &>> 5
+        if (p.upperBound &- 1) &>> 5 == w {
+            marks.vote(word: w, mask: VolatilityMap.oneWordMask(first: p.lowerBound, end: p.upperBound))
             return
         }
         for w in VolatilityMap.wordsCovering(p) { marks.vote(word: w, mask: VolatilityMap.lowMask(word: w, pages: p)) }
+    }
+
+    /// The file pages of a valid range of a usable shared mapping, with one
+    /// range check and the fork check (no call); nil sends the caller to
+    /// the checks that say what is wrong.
+    @inline(__always)
+    private func fastPages(offset: Int, length: Int) -> Range<Int>? {
+        guard _fastPath(geometry.isValid(offset: offset, length: length, size: fastSize.load(ordering: .relaxed))
+                        && vr_fork_generation() == forkGeneration) else { return nil }
+        let first = (offset &>> geometry.pageShift) &+ pages.lowerBound
+        return first..<(first &+ (length &>> geometry.pageShift))
     }
 
     /// Pins `range`: none of its pages is purged from now on until this
@@ -243,9 +268,14 @@ public final class FileMapping: @unchecked Sendable {
     /// Pins `[offset, offset + length)`. See `markNonVolatile(_:)`.
     @discardableResult
     public func markNonVolatile(offset: Int, length: Int) throws(VRangeError) -> NonVolatileResult {
-        try checkUsable()
-        let p = try filePages(offset: offset, length: length)
-        return file.unmark(p, party: marks, pin: true, firstPage: pages.lowerBound, range: offset..<(offset + length))
+        let p: Range<Int>
+        if let fast = fastPages(offset: offset, length: length) {
+            p = fast
+        } else {
+            try checkUsable()
+            p = try filePages(offset: offset, length: length)
+        }
+        return file.unmark(p, party: marks, pin: true, firstPage: pages.lowerBound, range: offset..<(offset &+ length))
     }
 
     // MARK: - Status

@@ -35,6 +35,9 @@ public final class VolatileFile: @unchecked Sendable {
     /// Serializes this process's claims and reclaims of mapper slots.
     let slotMutex = Locked<Void>(())
     let closedFlag = Atomic<Bool>(false)
+    /// `size` until `close()` begins, then 0: the marks' one range check
+    /// also turns away a closed file.
+    let fastSize: Atomic<Int>
     let lastMarkedVolatile = Atomic<UInt64>(0)
     let priorityRaw: Atomic<Int>
     let punchFailureCount = Atomic<Int>(0)
@@ -155,6 +158,7 @@ public final class VolatileFile: @unchecked Sendable {
         self.geometry = PageGeometry(size: layout.dataSize, pageSize: layout.pageSize)
         self.state = Locked(ProcessState(liveness: liveness))
         self.priorityRaw = Atomic(priority.rawValue)
+        self.fastSize = Atomic(layout.dataSize)
     }
 
     deinit { close() }
@@ -164,6 +168,7 @@ public final class VolatileFile: @unchecked Sendable {
     /// that hold it; its marks stay in the sidecar.
     public func close() {
         guard !closedFlag.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        fastSize.store(0, ordering: .sequentiallyConsistent)
         let open = mappings.withLock { m in m.values.compactMap(\.mapping) }
         for m in open { m.close() }
         state.withLock { $0.liveness.close() }
@@ -205,12 +210,11 @@ public final class VolatileFile: @unchecked Sendable {
     ///
     /// - Throws: a range error or `.closed`; nothing changes then.
     public func markVolatile(_ range: Range<Int>) throws(VRangeError) {
-        try checkOpen()
-        let pages = try geometry.pages(range)
+        let pages = try checkedPages(range)
         stampRecency()
-        let w = pages.lowerBound / VolatilityMap.pagesPerWord
-        if (pages.upperBound - 1) / VolatilityMap.pagesPerWord == w {
-            sidecar.fileMarks.vote(word: w, mask: VolatilityMap.lowMask(word: w, pages: pages))
+        let w = pages.lowerBound &>> 5
+        if (pages.upperBound &- 1) &>> 5 == w {
+            sidecar.fileMarks.vote(word: w, mask: VolatilityMap.oneWordMask(first: pages.lowerBound, end: pages.upperBound))
             return
         }
         for w in VolatilityMap.wordsCovering(pages) {
@@ -227,9 +231,20 @@ public final class VolatileFile: @unchecked Sendable {
     /// - Throws: a range error or `.closed`; nothing changes then.
     @discardableResult
     public func markNonVolatile(_ range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
-        try checkOpen()
-        let pages = try geometry.pages(range)
+        let pages = try checkedPages(range)
         return unmark(pages, party: sidecar.fileMarks, pin: false, firstPage: 0, range: range)
+    }
+
+    /// The pages of `range` of an open file: one range check inline; the
+    /// checks that say what is wrong otherwise.
+    @inline(__always)
+    private func checkedPages(_ range: Range<Int>) throws(VRangeError) -> Range<Int> {
+        let length = range.upperBound &- range.lowerBound
+        if _fastPath(geometry.isValid(offset: range.lowerBound, length: length, size: fastSize.load(ordering: .relaxed))) {
+            return (range.lowerBound &>> geometry.pageShift)..<(range.upperBound &>> geometry.pageShift)
+        }
+        try checkOpen()
+        return try geometry.pages(range)
     }
 
     /// A non-volatile mark (file-level, or a mapper's pin) with the fast
@@ -247,11 +262,11 @@ public final class VolatileFile: @unchecked Sendable {
     /// told even when another party repopulates the page first.
     @inline(__always)
     func unmark(_ pages: Range<Int>, party: PartyMap, pin: Bool, firstPage: Int, range: Range<Int>) -> NonVolatileResult {
-        let w = pages.lowerBound / VolatilityMap.pagesPerWord
-        guard (pages.upperBound - 1) / VolatilityMap.pagesPerWord == w else {
+        let w = pages.lowerBound &>> 5
+        guard (pages.upperBound &- 1) &>> 5 == w else {
             return settle(pages, party: party, pin: pin, firstPage: firstPage, range: range)
         }
-        let m = VolatilityMap.lowMask(word: w, pages: pages)
+        let m = VolatilityMap.oneWordMask(first: pages.lowerBound, end: pages.upperBound)
         var lost = party.settle(word: w, mask: m, pin: true)
         hook(.publishedOneWord(pages))
         let content = sidecar.content.words[w].load(ordering: .sequentiallyConsistent)
