@@ -94,15 +94,23 @@ final class Arena: @unchecked Sendable {
         return seg
     }
 
-    /// Removes a wholly free segment; the caller drops the reference outside
-    /// the lock (the region is unmapped when the last reference goes).
-    private func dropSegment(_ s: inout ArenaState, _ seg: Segment) {
+    /// Removes a wholly free segment and returns the table's reference to
+    /// it, which the caller drops outside the lock (the region is unmapped
+    /// when the last reference goes). The caller must keep that reference,
+    /// not `seg`: a free reaches `seg` unretained through its buffer, and
+    /// the table's was the last strong one (retaining `seg` after this call,
+    /// as `[seg]` did, retained a freed object: the benchmark's cache
+    /// teardown crashed in 5 of 8 runs).
+    @discardableResult
+    private func dropSegment(_ s: inout ArenaState, _ seg: Segment) -> Segment {
+        let owned = s.lists.segments[seg.localIndex]!
         s.lists.unlinkAll(seg)
         s.lists.segments[seg.localIndex] = nil
         if seg.localIndex < Magazine.tableCapacity { magazine.table[seg.localIndex] = nil }
         s.segmentCount -= 1
         s.segmentsDropped += 1
         s.mappedBytes -= seg.pageCount << config.pageShift
+        return owned
     }
 
     // MARK: - Allocate
@@ -220,8 +228,7 @@ final class Arena: @unchecked Sendable {
     /// Returns segments to drop outside the lock (and purges already done).
     private func afterFree(_ s: inout ArenaState, _ seg: Segment, now: UInt32) -> ReleaseWork {
         if s.abandoned && seg.liveBuffers == 0 {
-            dropSegment(&s, seg)
-            return ReleaseWork(purges: [], drops: [seg])
+            return ReleaseWork(purges: [], drops: [dropSegment(&s, seg)])
         }
         let period = max(config.releaseDelayMs / 4, 1)
         if now &- s.lastReleaseScanMs >= period {
@@ -252,8 +259,7 @@ final class Arena: @unchecked Sendable {
             let page = refPage(r)
             let pages = Int(seg.tags[page].pages)
             if pages == seg.pageCount && seg.liveBuffers == 0 && (seg.dedicated || s.segmentCount > 1) {
-                dropSegment(&s, seg)
-                work.drops.append(seg)
+                work.drops.append(dropSegment(&s, seg))
                 continue
             }
             let range = seg.bytes(pages: page, pages)
@@ -300,8 +306,7 @@ final class Arena: @unchecked Sendable {
             drainMagazine(&s)
             var out: [Segment] = []
             for case let seg? in s.lists.segments where seg.liveBuffers == 0 {
-                dropSegment(&s, seg)
-                out.append(seg)
+                out.append(dropSegment(&s, seg))
             }
             return out
         }
