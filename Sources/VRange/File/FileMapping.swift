@@ -231,14 +231,10 @@ public final class FileMapping: @unchecked Sendable {
         vote(try filePages(offset: offset, length: length))
     }
 
+    @inline(__always)
     private func vote(_ p: Range<Int>) {
         file.stampRecency()
-        let w = p.lowerBound &>> 5
-        if (p.upperBound &- 1) &>> 5 == w {
-            marks.vote(word: w, mask: VolatilityMap.oneWordMask(first: p.lowerBound, end: p.upperBound))
-            return
-        }
-        for w in VolatilityMap.wordsCovering(p) { marks.vote(word: w, mask: VolatilityMap.lowMask(word: w, pages: p)) }
+        marks.vote(p)
     }
 
     /// The file pages of a valid range of a usable shared mapping, with one

@@ -46,6 +46,18 @@ struct PartyMap: @unchecked Sendable {
         }
     }
 
+    /// Votes every page of `pages`: one CAS when they lie in one word (the
+    /// marks' fast path), else one per word.
+    @inline(__always)
+    func vote(_ pages: Range<Int>) {
+        let w = pages.lowerBound &>> 5
+        if (pages.upperBound &- 1) &>> 5 == w {
+            vote(word: w, mask: VolatilityMap.oneWordMask(first: pages.lowerBound, end: pages.upperBound))
+            return
+        }
+        for w in VolatilityMap.wordsCovering(pages) { vote(word: w, mask: VolatilityMap.lowMask(word: w, pages: pages)) }
+    }
+
     /// Moves the pages of `mask` in word `w` to `pinned` (10) or neutral
     /// (00), sequentially consistent (the pin-then-check handshake with the
     /// purger). Returns the low bits of the pages that carried a purge notice.

@@ -212,14 +212,7 @@ public final class VolatileFile: @unchecked Sendable {
     public func markVolatile(_ range: Range<Int>) throws(VRangeError) {
         let pages = try checkedPages(range)
         stampRecency()
-        let w = pages.lowerBound &>> 5
-        if (pages.upperBound &- 1) &>> 5 == w {
-            sidecar.fileMarks.vote(word: w, mask: VolatilityMap.oneWordMask(first: pages.lowerBound, end: pages.upperBound))
-            return
-        }
-        for w in VolatilityMap.wordsCovering(pages) {
-            sidecar.fileMarks.vote(word: w, mask: VolatilityMap.lowMask(word: w, pages: pages))
-        }
+        sidecar.fileMarks.vote(pages)
     }
 
     /// Marks `range` non-volatile for the file. Waits for a purge in flight
