@@ -288,7 +288,9 @@ func quietAllocator(arenas: Int? = nil) throws -> VolatileAllocator {
         // locked must not be kept hot for an allocator that is gone).
         weak let spanSegment = b.segment
         weak let slabSegment = small.segment
+        let token = b.segment.cacheToken
         b.free()
+        #expect(ThreadCache.census(token: token).spans == 0, "a span of a dead allocator was kept in a thread cache")
         small.free()
         #expect(spanSegment == nil && slabSegment == nil, "segments of a dead allocator outlived their buffers")
     }

@@ -44,6 +44,16 @@ func allocatorRows(_ c: Config) throws -> [Row] {
                         ratio: "\(fmtRatio(vsGlibc)) glibc's speed; \(fmtRatio(vsMmap)) faster than mmap",
                         goal: "≥ 1× glibc; ≥ 5× faster than mmap", result: ok ? "met" : "**missed**"))
     }
+    // The same 64 KiB row without thread caches: what the magazines (one CAS
+    // each way) give, where membarrier is unavailable or the option is off.
+    let noCache = try VolatileAllocator(options: .init(threadCache: false))
+    let n64 = c.short ? 2_000 : 20_000
+    let off = try interleaved(rounds: c.smallRounds, [
+        { try allocateTouchFree(noCache, size: 64 << 10, pageSize: c.pageSize, n64) },
+        { try checked(cb_malloc_free_touched(64 << 10, c.pageSize, n64), "malloc") / Double(n64) },
+    ])
+    rows.append(Row("allocate + free 64 KiB, touched, threadCache: false (magazines only)", vrange: off[0],
+                    fmtTime(off[0]), baseline: off[1], "glibc malloc/free: \(fmtTime(off[1]))", goal: .report))
     let s = allocator.statistics
     if s.releasedBytes != 0 || s.segmentsCreated > 4 {
         eprint("note: allocator churn released \(s.releasedBytes) bytes, created \(s.segmentsCreated) segments")

@@ -271,7 +271,9 @@ enum {
   VR_HOOK_CLOSE_REPLACED = 14,       // close() replaced the memory (arg: base)
   VR_HOOK_CLOSE_WAITING = 15,        // close() waits for mapping changes in flight (arg: base)
   VR_HOOK_HANDLER_ENTERED = 16,     // a fault reached the handler, before the region lookup (arg: si_addr)
-  VR_HOOK_POINTS = 17,
+  VR_HOOK_TCACHE_INSIDE = 17,        // a thread cache's owner entered, before its entries (arg: 1 take, 2 put)
+  VR_HOOK_TCACHE_DRAIN_FLAGGED = 18, // a drain stopped the caches holding its spans, after its barrier (arg: token)
+  VR_HOOK_POINTS = 19,
 };
 
 /// Whether this build has the hook points compiled in.
@@ -306,6 +308,9 @@ void vr_test_fail_fork_reregistration(int count);
 // MARK: - Shared volatile files (issue 7; added by the files branch)
 // Declarations of the files layer live in their own header.
 #include "vr_files.h"
+
+// MARK: - Per-thread span caches of the allocator
+#include "vr_tcache.h"
 
 // MARK: - Purger shims (issue 8; added by the purger branch, kept in their own header)
 #include "CVRangePurger.h"

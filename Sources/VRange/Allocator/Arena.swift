@@ -15,6 +15,8 @@ struct AllocatorConfig: Sendable {
     let maxSegmentBytes: Int
     let releaseDelayMs: UInt32
     let priority: PurgePriority
+    /// The allocator's thread-cache token (ThreadCache), 0 without caches.
+    let cacheToken: UInt64
 }
 
 /// Arena-locked state.
@@ -233,7 +235,11 @@ final class Arena: @unchecked Sendable {
         let period = max(config.releaseDelayMs / 4, 1)
         if now &- s.lastReleaseScanMs >= period {
             s.lastReleaseScanMs = now
-            return collectExpired(&s, now: now, delayMs: config.releaseDelayMs)
+            var work = collectExpired(&s, now: now, delayMs: config.releaseDelayMs)
+            // Spans idle in threads' caches rejoin the free lists (and age
+            // from now), so that the release delay reaches them too.
+            work.drainCaches = config.cacheToken != 0
+            return work
         }
         return ReleaseWork()
     }
@@ -273,6 +279,7 @@ final class Arena: @unchecked Sendable {
 
     /// Outside the lock: purge what `collectExpired` queued; drop segments.
     private func finishRelease(_ work: consuming ReleaseWork) {
+        if work.drainCaches { ThreadCache.drain(token: config.cacheToken) }
         var released = 0
         for (seg, range) in work.purges { released += seg.backing.purge(range) }
         // Resident bytes of dropped segments are not known; count what was
@@ -319,5 +326,7 @@ final class Arena: @unchecked Sendable {
 struct ReleaseWork {
     var purges: [(Segment, Range<Int>)] = []
     var drops: [Segment] = []
-    var isEmpty: Bool { purges.isEmpty && drops.isEmpty }
+    /// Whether to drain the allocator's thread caches (outside the lock).
+    var drainCaches = false
+    var isEmpty: Bool { purges.isEmpty && drops.isEmpty && !drainCaches }
 }

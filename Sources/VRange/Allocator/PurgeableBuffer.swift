@@ -31,13 +31,15 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
     let offset: Int
     /// The size asked for.
     public let count: Int
-    /// Slot on its slab page, or -1 for a page span.
-    let slot: Int
-    /// Bytes of the page span (page spans only): `count` rounded to pages.
-    let spanBytes: Int
     var locks: UInt32 = 1
+    /// Slot on its slab page, or -1 for a page span.
+    let slotIndex: Int8
     /// Sticky "discarded" of `beginContentAccess` (NSPurgeableData's rule).
     var discarded = false
+    // Four words in all (three words, then locks, slotIndex and discarded):
+    // small enough to be returned and moved in registers. A fifth word
+    // (the span's byte count, once stored here) made every allocation pass
+    // the buffer through memory, at a store-forwarding stall each way.
 
     /// The deepest lock nesting allowed.
     public static let maxLockDepth = 65_535
@@ -46,19 +48,31 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
         self.segmentRef = segment
         self.offset = offset
         self.count = count
-        self.slot = slot
-        let mask = Kernel.pageSize - 1
-        self.spanBytes = slot < 0 ? (count + mask) & ~mask : 0
+        self.slotIndex = Int8(truncatingIfNeeded: slot)
     }
 
+    /// Slot on its slab page, or -1 for a page span.
+    @inline(__always)
+    var slot: Int { Int(slotIndex) }
+
+    /// Bytes of a page span: `count` rounded up to whole pages.
+    @inline(__always)
+    func spanBytes(pageShift: Int) -> Int { ((count - 1) >> pageShift + 1) << pageShift }
+
     deinit {
-        let (offset, slot, locked, bytes) = (offset, slot, locks > 0, spanBytes)
+        let (offset, slot, locked, count) = (offset, slot, locks > 0, count)
         segmentRef._withUnsafeGuaranteedRef { seg in
             let page = offset >> seg.pageShift
             if slot < 0 {
-                // Fast path: a span freed while locked goes to the magazine.
-                if locked && seg.magazine.put(local: seg.localIndex, page: page, pages: bytes >> seg.pageShift) { return }
-                seg.arena.freeSpan(seg, page: page, pages: bytes >> seg.pageShift, wasLocked: locked)
+                let pages = (count - 1) >> seg.pageShift + 1
+                // Fast paths: a span freed while locked goes to this thread's
+                // cache (plain stores), else to its arena's magazine (a CAS).
+                if locked {
+                    if seg.cacheToken != 0 && pages <= ThreadCache.maxPages
+                        && ThreadCache.put(seg, page: page, pages: pages) { return }
+                    if seg.magazine.put(local: seg.localIndex, page: page, pages: pages) { return }
+                }
+                seg.arena.freeSpan(seg, page: page, pages: pages, wasLocked: locked)
             } else {
                 if locked { seg.unlockSlot(page: page) }
                 seg.arena.freeSlot(seg, page: page, slot: slot)
@@ -128,9 +142,10 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
                      "PurgeableBuffer.lock(): lock count overflow (more than \(Self.maxLockDepth) nested locks)")
         locks += 1
         if locks > 1 { return LockResult(purgedRanges: []) }
-        let (offset, slot, count, bytes) = (offset, slot, count, spanBytes)
+        let (offset, slot, count) = (offset, slot, count)
         var result = segmentRef._withUnsafeGuaranteedRef { seg in
             if slot < 0 {
+                let bytes = ((count - 1) >> seg.pageShift + 1) << seg.pageShift
                 let r = seg.backing.markNonVolatile(offset..<(offset + bytes))
                 if !r.wasPurged { return LockResult(purgedRanges: []) }
                 return LockResult(purgedRanges: r.purgedRanges.compactMap { range in
@@ -158,10 +173,11 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
         precondition(locks > 0, "PurgeableBuffer.unlock(): unbalanced unlock (the buffer is not locked)")
         locks -= 1
         if locks > 0 { return }
-        let (offset, slot, bytes) = (offset, slot, spanBytes)
+        let (offset, slot, count) = (offset, slot, count)
         segmentRef._withUnsafeGuaranteedRef { seg in
             let page = offset >> seg.pageShift
             if slot < 0 {
+                let bytes = ((count - 1) >> seg.pageShift + 1) << seg.pageShift
                 seg.stamp(page: page)
                 seg.backing.markVolatile(offset..<(offset + bytes))
             } else {
@@ -199,7 +215,7 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
         if discarded { return true }
         if locks > 0 { return false }
         if slot >= 0 && segment.slotLost(page: page, slot: slot) { return true }
-        let range = slot < 0 ? offset..<(offset + spanBytes) : segment.bytes(pages: page, 1)
+        let range = slot < 0 ? offset..<(offset + spanBytes(pageShift: segment.pageShift)) : segment.bytes(pages: page, 1)
         return segment.backing.census(range).purged > 0
     }
 
@@ -253,7 +269,7 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
         if discarded { return .purged }
         if locks > 0 { return .intact(body(UnsafeRawBufferPointer(start: start, count: count))) }
         if slot < 0 {
-            return segment.backing.withVolatileAccess(offset..<(offset + spanBytes)) { raw in
+            return segment.backing.withVolatileAccess(offset..<(offset + spanBytes(pageShift: segment.pageShift))) { raw in
                 body(UnsafeRawBufferPointer(rebasing: raw[0..<count]))
             }
         }

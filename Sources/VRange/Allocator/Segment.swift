@@ -21,6 +21,8 @@ final class Segment: @unchecked Sendable {
     /// Its arena's magazine (two pointers: reachable without retaining the
     /// arena, for the lock-free free path).
     let magazine: Magazine
+    /// Its allocator's thread-cache token (0: no thread caches).
+    let cacheToken: UInt64
 
     /// Arena-locked span tags, one per page.
     let tags: UnsafeMutablePointer<PageTag>
@@ -45,6 +47,7 @@ final class Segment: @unchecked Sendable {
         self.pageCount = backing.size >> pageShift
         self.arena = arena
         self.magazine = arena.magazine
+        self.cacheToken = arena.config.cacheToken
         self.dedicated = dedicated
         tags = .allocate(capacity: pageCount)
         tags.initialize(repeating: PageTag(), count: pageCount)

@@ -20,6 +20,8 @@ extension VolatileAllocator: PurgeableMemory {
     /// each arena's lock; `body` runs after the locks are released).
     public func forEachPurgeUnit(_ body: (PurgeUnit) -> Void) {
         var units: [PurgeUnit] = []
+        // Spans cached by threads become free spans, so that a purger can take them.
+        drainThreadCaches()
         for arena in arenas { arena.collectUnits(into: &units) }
         for unit in units { body(unit) }
     }

@@ -50,10 +50,22 @@ public final class VolatileAllocator: Sendable {
         /// The class a purger sees for this allocator's unlocked buffers
         /// (free memory is always `.veryLow`). Default `.normal`.
         public var purgePriority: PurgePriority
+        /// Whether each thread keeps a few spans of up to 64 pages it freed
+        /// while locked (at most 8 per thread, across allocators), for its
+        /// next allocation of the same size: that pair then takes no atomic
+        /// operation at all. Cached spans stay within reach: purge-unit
+        /// snapshots, `releaseFreeMemory`, the release delay's scan and the
+        /// allocator's deinit take them out of every thread's cache (one
+        /// `membarrier` system call), and an exiting thread gives its own
+        /// back. Where `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` is
+        /// unavailable (before Linux 4.14, or refused by a seccomp filter)
+        /// there are no thread caches. Default true.
+        public var threadCache: Bool
 
         public init(
             source: SegmentSource = .anonymous(), segmentBytes: Int = 4 << 20, maxSegmentBytes: Int = 64 << 20,
-            releaseDelay: Duration = .seconds(1), arenaCount: Int? = nil, purgePriority: PurgePriority = .normal
+            releaseDelay: Duration = .seconds(1), arenaCount: Int? = nil, purgePriority: PurgePriority = .normal,
+            threadCache: Bool = true
         ) {
             self.source = source
             self.segmentBytes = segmentBytes
@@ -61,6 +73,7 @@ public final class VolatileAllocator: Sendable {
             self.releaseDelay = releaseDelay
             self.arenaCount = arenaCount
             self.purgePriority = purgePriority
+            self.threadCache = threadCache
         }
     }
 
@@ -117,7 +130,8 @@ public final class VolatileAllocator: Sendable {
         let config = AllocatorConfig(
             source: options.source, pageSize: pageSize, pageShift: pageSize.trailingZeroBitCount,
             classes: SizeClasses(pageSize: pageSize), firstSegmentBytes: first, maxSegmentBytes: most,
-            releaseDelayMs: UInt32(clamping: ms), priority: options.purgePriority)
+            releaseDelayMs: UInt32(clamping: ms), priority: options.purgePriority,
+            cacheToken: options.threadCache ? ThreadCache.newToken() : 0)
         self.options = options
         self.config = config
         let arenas = (0..<arenaCount).map { Arena(index: $0, config: config) }
@@ -127,6 +141,13 @@ public final class VolatileAllocator: Sendable {
     }
 
     deinit {
+        if config.cacheToken != 0 {
+            // Closed first: a free that races with this keeps nothing in a
+            // thread cache after the drain (vr_tcache_put checks, under the
+            // drain's handshake).
+            for arena in arenas { arena.magazine.close() }
+            ThreadCache.drain(token: config.cacheToken, closing: true)
+        }
         for arena in arenas { arena.abandon() }
         magazines.deallocate()
     }
@@ -144,15 +165,19 @@ public final class VolatileAllocator: Sendable {
     ///   mapped (out of memory, or the process's 4096 regions are in use).
     public func allocate(byteCount: Int) throws(VRangeError) -> PurgeableBuffer {
         guard byteCount > 0 else { throw .invalidSize(byteCount) }
-        let index = currentArenaIndex
         if byteCount > config.classes.maxSmall && byteCount <= Magazine.maxPages << config.pageShift {
-            // Fast path: a hot span of this size, one CAS, no lock.
             let pages = (byteCount + config.pageSize - 1) >> config.pageShift
-            if let (seg, page) = magazines[index].take(pages: pages) {
+            // Fastest path: a span this thread freed, plain loads and stores.
+            if pages <= ThreadCache.maxPages && config.cacheToken != 0,
+               let (seg, page) = ThreadCache.take(token: config.cacheToken, pages: pages) {
+                return PurgeableBuffer(segment: seg, offset: page << config.pageShift, count: byteCount, slot: -1)
+            }
+            // Fast path: a hot span of this size, one CAS, no lock.
+            if let (seg, page) = magazines[currentArenaIndex].take(pages: pages) {
                 return PurgeableBuffer(segment: seg, offset: page << config.pageShift, count: byteCount, slot: -1)
             }
         }
-        let arena = arenas[index]
+        let arena = arenas[currentArenaIndex]
         if let c = config.classes.classFor(byteCount) {
             let (seg, page, slot) = try arena.allocateSlot(sizeClass: c)
             let offset = page << config.pageShift + slot * config.classes.sizes[c]
@@ -174,13 +199,26 @@ public final class VolatileAllocator: Sendable {
     public func releaseFreeMemory(olderThan age: Duration = .zero) -> Int {
         let (seconds, attoseconds) = age.components
         let ms = UInt32(clamping: max(0, seconds) * 1000 + max(0, attoseconds) / 1_000_000_000_000_000)
+        drainThreadCaches()
         return arenas.reduce(0) { $0 + $1.release(olderThanMs: ms) }
+    }
+
+    /// Takes this allocator's spans out of every thread's cache, back to
+    /// their arenas.
+    func drainThreadCaches() {
+        if config.cacheToken != 0 { ThreadCache.drain(token: config.cacheToken) }
     }
 
     /// A snapshot of what the allocator holds.
     public var statistics: Statistics {
         var s = Statistics(liveBuffers: 0, liveBytes: 0, segments: 0, mappedBytes: 0, segmentsCreated: 0,
                            segmentsDropped: 0, releasedBytes: 0, metadataBytes: 0)
+        if config.cacheToken != 0 {
+            // Spans in thread caches count as free.
+            let cached = ThreadCache.census(token: config.cacheToken)
+            s.liveBuffers -= cached.spans
+            s.liveBytes -= cached.pages << config.pageShift
+        }
         for arena in arenas {
             // Spans in a magazine count as free.
             let cached = arena.magazine.census(pageShift: config.pageShift)
