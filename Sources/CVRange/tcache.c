@@ -88,6 +88,10 @@ static int full_barrier(void) {
   // inherited by a fork child): register and try once more.
   if (e == EPERM && membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0 &&
       membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) return 0;
+  // Any other failure (ENOMEM for the CPU mask): the global command needs
+  // no registration and no allocation; it is slow (an RCU grace period)
+  // but gives the same guarantee.
+  if (membarrier(MEMBARRIER_CMD_GLOBAL) == 0) return 0;
   return errno ? errno : e;
 }
 

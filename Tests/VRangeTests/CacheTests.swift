@@ -110,7 +110,7 @@ final class Counter: Sendable {
     @Test("8 overlapping threads asking for one missing key run exactly one rebuild")
     func singleFlightThreads() throws {
         let rebuilds = Counter(), arrived = Counter()
-        let holder = Mutex<PurgeableCache<Int>?>(nil)
+        let holder = Locked<PurgeableCache<Int>?>(nil)
         let cache = makeCache { k in
             rebuilds.increment()
             // Block until the other 7 are waiting on this flight (bounded).
@@ -119,7 +119,7 @@ final class Counter: Sendable {
             return cacheValue(k)
         }
         holder.withLock { $0 = cache }
-        let results = Mutex<[[UInt8]]>([])
+        let results = Locked<[[UInt8]]>([])
         let threads = (0..<8).map { _ in
             TestThread {
                 arrived.increment()
@@ -147,7 +147,7 @@ final class Counter: Sendable {
     @Test("a thread and 7 overlapping tasks asking for one missing key run exactly one rebuild")
     func singleFlightTasks() async throws {
         let rebuilds = Counter(), started = Counter()
-        let holder = Mutex<PurgeableCache<Int>?>(nil)
+        let holder = Locked<PurgeableCache<Int>?>(nil)
         let cache = makeCache { k in
             rebuilds.increment()
             started.increment()
@@ -156,7 +156,7 @@ final class Counter: Sendable {
             return cacheValue(k)
         }
         holder.withLock { $0 = cache }
-        let leaderValue = Mutex<[UInt8]?>(nil)
+        let leaderValue = Locked<[UInt8]?>(nil)
         let leader = TestThread { leaderValue.withLock { $0 = try? cache.fetchBytes(forKey: 9) } }
         while started.current == 0 { await Task.yield() }
         let values = try await withThrowingTaskGroup(of: [UInt8].self) { group in
@@ -178,7 +178,7 @@ final class Counter: Sendable {
     func singleFlightFailure() async throws {
         struct Failed: Error {}
         let started = Counter()
-        let holder = Mutex<PurgeableCache<Int>?>(nil)
+        let holder = Locked<PurgeableCache<Int>?>(nil)
         let cache = makeCache { _ in
             started.increment()
             let deadline = Kernel.nanoseconds() + 600_000_000_000
@@ -186,7 +186,7 @@ final class Counter: Sendable {
             throw Failed()
         }
         holder.withLock { $0 = cache }
-        let leaderFailed = Mutex(false)
+        let leaderFailed = Locked(false)
         let leader = TestThread { leaderFailed.withLock { $0 = (try? cache.fetchBytes(forKey: 1)) == nil } }
         while started.current == 0 { await Task.yield() }
         let failures = await withTaskGroup(of: Bool.self) { group in

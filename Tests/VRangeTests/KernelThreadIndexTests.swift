@@ -13,7 +13,7 @@ import Glibc
     func distinctAndRecycled() async {
         await #expect(processExitsWith: .success) {
             let main = Kernel.ThreadIndex.current
-            let seen = Mutex<[Int]>([])
+            let seen = Locked<[Int]>([])
             let alive = Atomic<Int>(0)
             let threads = (0..<4).map { _ in
                 TestThread {
@@ -25,7 +25,7 @@ import Glibc
             for t in threads { t.join() }
             let first = seen.withLock { $0 }
             guard Set(first + [main]).count == 5 else { print("not distinct: \(first) main \(main)"); exit(1) }
-            let next = Mutex<Int>(-1)
+            let next = Locked<Int>(-1)
             let t = TestThread { next.withLock { $0 = Kernel.ThreadIndex.current } }
             t.join()
             guard first.contains(next.withLock { $0 }) else { print("not recycled: \(next.withLock { $0 })"); exit(1) }

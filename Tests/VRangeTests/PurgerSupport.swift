@@ -10,7 +10,7 @@ import Glibc
 
 /// The order in which units were purged, across fakes.
 final class PurgeLog: Sendable {
-    private let entries = Mutex<[String]>([])
+    private let entries = Locked<[String]>([])
     func append(_ s: String) { entries.withLock { $0.append(s) } }
     var all: [String] { entries.withLock { $0 } }
 }
@@ -24,12 +24,12 @@ final class FakeMemory: PurgeableMemory, Sendable {
     }
     let name: String
     let log: PurgeLog
-    private let units: Mutex<[Int: Unit]>
+    private let units: Locked<[Int: Unit]>
 
     init(_ name: String, log: PurgeLog, units: [Int: Unit]) {
         self.name = name
         self.log = log
-        self.units = Mutex(units)
+        self.units = Locked(units)
     }
 
     func forEachPurgeUnit(_ body: (PurgeUnit) -> Void) {
