@@ -25,6 +25,16 @@ func threadCachesAvailable(_ test: String) throws -> Bool {
     return false
 }
 
+/// Runs a thread-cache test with a one-arena allocator and a second thread
+/// (finished afterwards); says so and runs nothing without thread caches.
+func withCacheFixture(_ test: String, _ body: (VolatileAllocator, StepThread) throws -> Void) throws {
+    guard try threadCachesAvailable(test) else { return }
+    let a = try quietAllocator(arenas: 1)
+    let other = StepThread()
+    defer { other.finish() }
+    try body(a, other)
+}
+
 /// A thread that runs `steps` one at a time, each when the test asks.
 final class StepThread: @unchecked Sendable {
     private let work = Locked<[@Sendable () -> Void]>([])
@@ -116,13 +126,9 @@ struct Placement: Equatable, Sendable {
     }
 
     @Test("a full cache hands its oldest span back to the allocator")
-    func eviction() throws {
-        guard try threadCachesAvailable("eviction") else { return }
-        let a = try quietAllocator(arenas: 1)
+    func eviction() throws { try withCacheFixture("eviction") { a, other in
         // On a fresh thread, whose cache holds nothing of other allocators:
         // spans of 9 sizes (a take matches its size only), one too many.
-        let other = StepThread()
-        defer { other.finish() }
         other.run {
             for i in 0...Int(VR_TCACHE_ENTRIES) { try! a.allocate(byteCount: (i + 1) * page).free() }
         }
@@ -130,7 +136,7 @@ struct Placement: Equatable, Sendable {
         #expect(a.statistics.liveBuffers == 0)
         #expect(a.releaseFreeMemory() > 0)
         #expect(cached(a) == (0, 0))
-    }
+    } }
 
     @Test("cached spans are within a purger's reach: a snapshot makes them free units")
     func purgerReach() throws {
@@ -151,11 +157,7 @@ struct Placement: Equatable, Sendable {
     }
 
     @Test("releaseFreeMemory reaches a span cached by another, live thread")
-    func releaseReachesOtherThreads() throws {
-        guard try threadCachesAvailable("releaseReachesOtherThreads") else { return }
-        let a = try quietAllocator(arenas: 1)
-        let other = StepThread()
-        defer { other.finish() }
+    func releaseReachesOtherThreads() throws { try withCacheFixture("releaseReachesOtherThreads") { a, other in
         let before = vr_tcache_barriers()
         other.run {
             var b = try! a.allocate(byteCount: 32 * page)
@@ -172,19 +174,16 @@ struct Placement: Equatable, Sendable {
         other.run { let o = try! a.allocate(byteCount: 32 * page); theirs.withLock { $0 = Placement(o) } }
         let mine = try a.allocate(byteCount: 32 * page)
         #expect(theirs.withLock { $0 } != Placement(mine))
-    }
+    } }
 
     @Test("an exiting thread gives its cached spans back")
-    func threadExit() throws {
-        guard try threadCachesAvailable("threadExit") else { return }
-        let a = try quietAllocator(arenas: 1)
-        let other = StepThread()
+    func threadExit() throws { try withCacheFixture("threadExit") { a, other in
         other.run { try! a.allocate(byteCount: 8 * page).free(); try! a.allocate(byteCount: 3 * page).free() }
         #expect(cached(a).spans == 2)
         other.finish()
         #expect(cached(a) == (0, 0))
         #expect(a.statistics.liveBuffers == 0)
-    }
+    } }
 
     @Test("an allocator's deinit takes its spans out of every thread's cache (the segment is unmapped)")
     func deinitDrains() throws {
@@ -317,11 +316,7 @@ struct Placement: Equatable, Sendable {
     }
 
     @Test("the child of a fork drains the caches of threads it does not have")
-    func forkOrphans() throws {
-        guard try threadCachesAvailable("forkOrphans") else { return }
-        let a = try quietAllocator(arenas: 1)
-        let other = StepThread()
-        defer { other.finish() }
+    func forkOrphans() throws { try withCacheFixture("forkOrphans") { a, other in
         other.run { try! a.allocate(byteCount: 8 * page).free() }
         try a.allocate(byteCount: 5 * page).free()
         #expect(cached(a).spans == 2)
@@ -336,5 +331,5 @@ struct Placement: Equatable, Sendable {
         }
         #expect(exitCode(status) == 0, "child status \(status)")
         #expect(cached(a).spans == 2, "the parent's caches are its own")
-    }
+    } }
 }
