@@ -55,8 +55,9 @@ public final class VolatileAllocator: Sendable {
         /// next allocation of the same size: that pair then takes no atomic
         /// operation at all. Cached spans stay within reach: purge-unit
         /// snapshots, `releaseFreeMemory`, the release delay's scan and the
-        /// allocator's deinit take them out of every thread's cache (one
-        /// `membarrier` system call), and an exiting thread gives its own
+        /// allocator's deinit take them out of the threads' caches that hold
+        /// them (one `membarrier` system call; two at deinit, which also
+        /// waits out frees in flight), and an exiting thread gives its own
         /// back. Where `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` is
         /// unavailable (before Linux 4.14, or refused by a seccomp filter)
         /// there are no thread caches. Default true.
