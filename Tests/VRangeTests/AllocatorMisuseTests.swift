@@ -68,6 +68,25 @@ import VRange
         expectMessage(r1, "bytes read while unlocked")
     }
 
+    @Test("writing the bytes of an unlocked buffer stops the process")
+    func bytesWrittenWhileUnlocked() async {
+        let r0 = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let a = try VolatileAllocator()
+            var b = try a.allocate(byteCount: 3 * 4096)
+            b.unlock()
+            b.withUnsafeMutableBytes { $0[0] = 1 }
+        }
+        expectMessage(r0, "bytes written while unlocked")
+        let r1 = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let a = try VolatileAllocator()
+            var b = try a.allocate(byteCount: 10)
+            b.unlock()
+            var span = b.mutableBytes
+            span.storeBytes(of: 1, toByteOffset: 0, as: UInt8.self)
+        }
+        expectMessage(r1, "bytes written while unlocked")
+    }
+
     @Test("use after free and a span across unlock do not compile")
     func rejectedAtCompileTime() throws {
         let prelude = "import VRange\nfunc f(_ a: VolatileAllocator) throws {\n"

@@ -25,9 +25,6 @@ const int cb_MADV_DONTNEED = MADV_DONTNEED;
 const int cb_MADV_FREE = MADV_FREE;
 const int cb_MADV_NOHUGEPAGE = MADV_NOHUGEPAGE;
 
-// Keeps the compiler from proving a store or a pointer unused.
-#define CB_ESCAPE(p) __asm__ volatile("" : : "r"(p) : "memory")
-
 uint64_t cb_now_ns(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -283,16 +280,9 @@ int cb_unpin(void) {
 
 uint8_t cb_read_byte(const void *address) { return *(const volatile uint8_t *)address; }
 
-uint64_t cb_malloc_free_touched(size_t size, size_t page_size, size_t iterations) {
-  uint64_t t0 = cb_now_ns();
-  for (size_t i = 0; i < iterations; i++) {
-    volatile uint8_t *p = malloc(size);
-    if (!p) return 0;
-    for (size_t at = 0; at < size; at += page_size) p[at] = (uint8_t)i;
-    CB_ESCAPE(p);
-    free((void *)p);
-  }
-  return cb_now_ns() - t0;
+__attribute__((noinline)) void cb_write_each_page(void *start, size_t length, size_t page_size, uint8_t value) {
+  volatile uint8_t *p = start;
+  for (size_t at = 0; at < length; at += page_size) p[at] = value;
 }
 
 uint64_t cb_mmap_munmap_touched(size_t size, size_t page_size, size_t iterations) {
@@ -300,8 +290,7 @@ uint64_t cb_mmap_munmap_touched(size_t size, size_t page_size, size_t iterations
   for (size_t i = 0; i < iterations; i++) {
     void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) return 0;
-    volatile uint8_t *p = m;
-    for (size_t at = 0; at < size; at += page_size) p[at] = (uint8_t)i;
+    cb_write_each_page(m, size, page_size, (uint8_t)i);
     munmap(m, size);
   }
   return cb_now_ns() - t0;

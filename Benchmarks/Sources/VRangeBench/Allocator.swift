@@ -11,17 +11,33 @@ import Glibc
 #endif
 
 /// allocate(size) + one write per page + free, `n` times; ns per round.
+/// The writes are `cb_write_each_page`, which `mallocTouchFree` and the
+/// mmap loop call too: the same touch code on both sides. (Until session 7
+/// this loop inlined its own writes and glibc's ran in C; the two loops
+/// differed by 5-8 ns at 64 KiB, which the ratio counted as VRange's.)
 @inline(never)
 func allocateTouchFree(_ a: VolatileAllocator, size: Int, pageSize: Int, _ n: Int) throws -> Double {
     let t0 = now()
     for i in 0..<n {
         var b = try a.allocate(byteCount: size)
         b.withUnsafeMutableBytes { raw in
-            let p = raw.baseAddress!
-            var at = 0
-            while at < size { p.storeBytes(of: UInt8(truncatingIfNeeded: i), toByteOffset: at, as: UInt8.self); at += pageSize }
+            cb_write_each_page(raw.baseAddress!, size, pageSize, UInt8(truncatingIfNeeded: i))
         }
         b.free()
+    }
+    return Double(now() - t0) / Double(n)
+}
+
+/// malloc(size) + `cb_write_each_page` + free, `n` times; ns per round.
+/// A Swift loop of the same shape as `allocateTouchFree`, so the two differ
+/// only in the allocator called.
+@inline(never)
+func mallocTouchFree(size: Int, pageSize: Int, _ n: Int) throws -> Double {
+    let t0 = now()
+    for i in 0..<n {
+        guard let p = malloc(size) else { throw BenchError("malloc(\(size)) failed") }
+        cb_write_each_page(p, size, pageSize, UInt8(truncatingIfNeeded: i))
+        free(p)
     }
     return Double(now() - t0) / Double(n)
 }
@@ -33,7 +49,7 @@ func allocatorRows(_ c: Config) throws -> [Row] {
         let iterations = max(20, (c.short ? 2_000 : 20_000) * (64 << 10) / size)
         let m = try interleaved(rounds: c.smallRounds, [
             { try allocateTouchFree(allocator, size: size, pageSize: c.pageSize, iterations) },
-            { try checked(cb_malloc_free_touched(size, c.pageSize, iterations), "malloc") / Double(iterations) },
+            { try mallocTouchFree(size: size, pageSize: c.pageSize, iterations) },
             { try checked(cb_mmap_munmap_touched(size, c.pageSize, iterations), "mmap") / Double(iterations) },
         ])
         let vsGlibc = m[1] / m[0], vsMmap = m[2] / m[0]
@@ -50,7 +66,7 @@ func allocatorRows(_ c: Config) throws -> [Row] {
     let n64 = c.short ? 2_000 : 20_000
     let off = try interleaved(rounds: c.smallRounds, [
         { try allocateTouchFree(noCache, size: 64 << 10, pageSize: c.pageSize, n64) },
-        { try checked(cb_malloc_free_touched(64 << 10, c.pageSize, n64), "malloc") / Double(n64) },
+        { try mallocTouchFree(size: 64 << 10, pageSize: c.pageSize, n64) },
     ])
     rows.append(Row("allocate + free 64 KiB, touched, threadCache: false (magazines only)", vrange: off[0],
                     fmtTime(off[0]), baseline: off[1], "glibc malloc/free: \(fmtTime(off[1]))", goal: .report))
@@ -194,7 +210,7 @@ func bufferThreadRows(_ c: Config) throws -> [Row] {
     let n64 = c.short ? 2_000 : 20_000
     let mt = try interleaved(rounds: c.smallRounds, [
         { try allocateTouchFree(allocator, size: 64 << 10, pageSize: c.pageSize, n64) },
-        { try checked(cb_malloc_free_touched(64 << 10, c.pageSize, n64), "malloc") / Double(n64) },
+        { try mallocTouchFree(size: 64 << 10, pageSize: c.pageSize, n64) },
     ])
     let mops = { (r: Double) in "\(String(format2: r / 1e6, digits: 1)) M pairs/s" }
     var rows: [Row] = [

@@ -112,7 +112,7 @@ func purgerRows(_ c: Config) throws -> [Row] {
         var reactions: [Double] = []
         let e = try interleaved(rounds: c.bigRounds, [
             { () throws -> Double in
-                try big.markNonVolatile(0..<big.size)
+                _ = try big.markNonVolatile(0..<big.size)
                 _ = cb_touch_pages(big.baseAddress, big.size, 4096)
                 try big.markVolatile(0..<big.size)
                 timed.purgedAt.store(0, ordering: .relaxed)

@@ -104,7 +104,7 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
     public var lockCount: Int { Int(locks) }
 
     @inline(__always)
-    var start: UnsafeMutableRawPointer { segment.base + offset }
+    var start: UnsafeMutableRawPointer { segmentRef._withUnsafeGuaranteedRef { $0.base } + offset }
 
     // MARK: - Lock and unlock
 
@@ -222,17 +222,33 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
     // MARK: - Bytes
 
     /// Runs `body` over the bytes. The buffer must be locked.
+    @inlinable
     public func withUnsafeBytes<R, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
-        precondition(locks > 0, "PurgeableBuffer: bytes read while unlocked (lock() first, or use withVolatileAccess)")
-        return try body(UnsafeRawBufferPointer(start: start, count: count))
+        try body(UnsafeRawBufferPointer(_lockedBytes(writing: false)))
     }
 
     /// Runs `body` over the bytes, writable. The buffer must be locked.
+    @inlinable
     public mutating func withUnsafeMutableBytes<R, E: Error>(
         _ body: (UnsafeMutableRawBufferPointer) throws(E) -> R
     ) throws(E) -> R {
-        precondition(locks > 0, "PurgeableBuffer: bytes written while unlocked (lock() first)")
-        return try body(UnsafeMutableRawBufferPointer(start: start, count: count))
+        try body(_lockedBytes(writing: true))
+    }
+
+    /// The bytes of a locked buffer; stops the program on an unlocked one.
+    /// The closure accessors above are inlined into the caller (specialised,
+    /// the closure called directly) and reach the buffer only through this
+    /// one plain call. Unspecialised (a generic call with typed throws, the
+    /// closure called indirectly) an empty access cost 2.7 ns on the 2-core
+    /// machine, a quarter of an untouched 64 KiB allocate + free; inlined it
+    /// costs 1.4 ns.
+    @usableFromInline
+    func _lockedBytes(writing: Bool) -> UnsafeMutableRawBufferPointer {
+        if locks == 0 {
+            preconditionFailure(writing ? "PurgeableBuffer: bytes written while unlocked (lock() first)"
+                : "PurgeableBuffer: bytes read while unlocked (lock() first, or use withVolatileAccess)")
+        }
+        return UnsafeMutableRawBufferPointer(start: start, count: count)
     }
 
     /// The bytes, as a span that cannot outlive this borrow (so it cannot
@@ -240,8 +256,7 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
     public var bytes: RawSpan {
         @_lifetime(borrow self)
         borrowing get {
-            precondition(locks > 0, "PurgeableBuffer: bytes read while unlocked (lock() first, or use withVolatileAccess)")
-            let span = RawSpan(_unsafeBytes: UnsafeRawBufferPointer(start: start, count: count))
+            let span = RawSpan(_unsafeBytes: UnsafeRawBufferPointer(_lockedBytes(writing: false)))
             return _overrideLifetime(span, borrowing: self)
         }
     }
@@ -251,8 +266,7 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
     public var mutableBytes: MutableRawSpan {
         @_lifetime(&self)
         mutating get {
-            precondition(locks > 0, "PurgeableBuffer: bytes written while unlocked (lock() first)")
-            let span = MutableRawSpan(_unsafeBytes: UnsafeMutableRawBufferPointer(start: start, count: count))
+            let span = MutableRawSpan(_unsafeBytes: _lockedBytes(writing: true))
             return _overrideLifetime(span, mutating: &self)
         }
     }

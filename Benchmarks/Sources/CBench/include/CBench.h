@@ -99,10 +99,13 @@ int cb_unpin(void);
 
 /// Reads one byte through a volatile pointer, so the read cannot be removed.
 uint8_t cb_read_byte(const void *address);
-/// Writes one byte per page of a malloc'd block, then frees it; `iterations`
-/// times. Returns the nanoseconds taken.
-uint64_t cb_malloc_free_touched(size_t size, size_t page_size, size_t iterations);
-/// The same with mmap/munmap.
+/// Writes `value` to the first byte of each page of [start, start+length).
+/// Not inlined: the allocator rows call this one function on every side
+/// (VRange's buffer, glibc's block, a fresh mapping), so the touch is the
+/// same machine code in each and the ratio is the allocators' alone.
+void cb_write_each_page(void *start, size_t length, size_t page_size, uint8_t value);
+/// mmap, cb_write_each_page, munmap; `iterations` times. Returns the
+/// nanoseconds taken.
 uint64_t cb_mmap_munmap_touched(size_t size, size_t page_size, size_t iterations);
 
 // MARK: - Purger baselines (issue 8; implemented in cbench_purger.c)
