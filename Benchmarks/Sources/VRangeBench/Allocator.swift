@@ -12,9 +12,10 @@ import Glibc
 
 /// allocate(size) + one write per page + free, `n` times; ns per round.
 /// The writes are `cb_write_each_page`, which `mallocTouchFree` and the
-/// mmap loop call too: the same touch code on both sides. (Until session 7
-/// this loop inlined its own writes and glibc's ran in C; the two loops
-/// differed by 5-8 ns at 64 KiB, which the ratio counted as VRange's.)
+/// mmap loop call too: the same touch code on every side. (Earlier this
+/// loop inlined its own writes and glibc's loop was C. Timed side by side
+/// in one process the two harnesses gave the same ratios within the
+/// run-to-run spread, but only one touch routine leaves nothing to argue.)
 @inline(never)
 func allocateTouchFree(_ a: VolatileAllocator, size: Int, pageSize: Int, _ n: Int) throws -> Double {
     let t0 = now()

@@ -96,8 +96,9 @@ enum ThreadCache {
     /// Takes every span of allocator `token` out of every thread's cache and
     /// frees it to its arena. `closing`: the allocator's magazines are closed
     /// (its deinit), and no put may slip past. Must not be called with an
-    /// arena lock held.
+    /// arena lock held. Token 0 (an allocator without caches) drains nothing.
     static func drain(token: UInt64, closing: Bool = false) {
+        guard token != 0 else { return }
         let collected = Collected()
         let rc = withExtendedLifetime(collected) {
             vr_tcache_drain(token, closing ? 1 : 0, sink, Unmanaged.passUnretained(collected).toOpaque())
@@ -122,6 +123,7 @@ enum ThreadCache {
 
     /// Spans and pages of allocator `token` cached now (a snapshot).
     static func census(token: UInt64) -> (spans: Int, pages: Int) {
+        guard token != 0 else { return (0, 0) }
         var spans: UInt64 = 0, pages: UInt64 = 0
         vr_tcache_census(token, &spans, &pages)
         return (Int(spans), Int(pages))

@@ -207,19 +207,17 @@ public final class VolatileAllocator: Sendable {
     /// Takes this allocator's spans out of every thread's cache, back to
     /// their arenas.
     func drainThreadCaches() {
-        if config.cacheToken != 0 { ThreadCache.drain(token: config.cacheToken) }
+        ThreadCache.drain(token: config.cacheToken)
     }
 
     /// A snapshot of what the allocator holds.
     public var statistics: Statistics {
         var s = Statistics(liveBuffers: 0, liveBytes: 0, segments: 0, mappedBytes: 0, segmentsCreated: 0,
                            segmentsDropped: 0, releasedBytes: 0, metadataBytes: 0)
-        if config.cacheToken != 0 {
-            // Spans in thread caches count as free.
-            let cached = ThreadCache.census(token: config.cacheToken)
-            s.liveBuffers -= cached.spans
-            s.liveBytes -= cached.pages << config.pageShift
-        }
+        // Spans in thread caches count as free.
+        let cached = ThreadCache.census(token: config.cacheToken)
+        s.liveBuffers -= cached.spans
+        s.liveBytes -= cached.pages << config.pageShift
         for arena in arenas {
             // Spans in a magazine count as free.
             let cached = arena.magazine.census(pageShift: config.pageShift)
