@@ -44,9 +44,10 @@ final class TimedRegion: PurgeableMemory, Sendable {
 
 /// The child's body. Exit codes: 0 all checks passed; 10+ setup; 20+ checks.
 func realPressureChild() -> Never {
+    ChildLog.redirect("real-pressure")
     alarm(90)  // a watchdog: a hang is a failure (SIGALRM), never a stuck suite
     func fail(_ code: Int32, _ why: String) -> Never {
-        print("FAIL \(code): \(why)")
+        ChildLog.say("FAIL \(code): \(why)")
         exit(code)
     }
     var s = PressureScenario()
@@ -69,8 +70,8 @@ func realPressureChild() -> Never {
     let purger: Purger
     do { purger = try Purger() } catch { fail(14, "Purger(): \(error)") }
     let stats0 = purger.statistics()
-    print("source=\(stats0.source.active?.description ?? "none")")
-    for note in stats0.source.notes { print("note=\(note)") }
+    ChildLog.say("source=\(stats0.source.active?.description ?? "none")")
+    for note in stats0.source.notes { ChildLog.say("note=\(note)") }
     let expected: [PressureSourceKind] = version == "v1" ? [.cgroupV1PressureLevel] : [.psiCgroup, .cgroupV2Events]
     guard let active = stats0.source.active, expected.contains(active.kind), active.path.hasPrefix(dir) else {
         fail(15, "the purger does not watch the cgroup's own signal")
@@ -91,8 +92,8 @@ func realPressureChild() -> Never {
     for i in 0..<canary.size { canary.bytes[i] = UInt8(truncatingIfNeeded: i &* 31 &+ 7) }
     purger.register(canary)  // registered, but never marked volatile
     let usage0 = readText(dir + (version == "v1" ? "/memory.usage_in_bytes" : "/memory.current")) ?? "?"
-    print("usageBeforeMiB=\((Int(usage0.split(separator: "\n").first ?? "") ?? 0) / mib)")
-    print("volatileMiB=\(purger.statistics().volatileBytes / mib)")
+    ChildLog.say("usageBeforeMiB=\((Int(usage0.split(separator: "\n").first ?? "") ?? 0) / mib)")
+    ChildLog.say("volatileMiB=\(purger.statistics().volatileBytes / mib)")
 
     // 4. The competing allocation: 1 MiB at a time, touched. Onset of
     //    pressure: the start of the first chunk after which the cgroup had
@@ -115,20 +116,20 @@ func realPressureChild() -> Never {
         if onset == 0 && limitHits() != hits0 { onset = t }
     }
     let finished = Kernel.monotonicNanoseconds()
-    print("competitorMiB=\(s.competitor) competitorMs=\((finished - started) / 1_000_000)")
+    ChildLog.say("competitorMiB=\(s.competitor) competitorMs=\((finished - started) / 1_000_000)")
 
     // 5. What the purger did.
     let st = purger.statistics()
     let moderate = st.purges[.moderatePressure] ?? PurgeTally()
     let critical = st.purges[.criticalPressure] ?? PurgeTally()
-    print("purgedMiB=\(st.purgedBytes / mib) moderate=\(moderate.purges)x/\(moderate.bytes / mib)MiB critical=\(critical.purges)x/\(critical.bytes / mib)MiB")
-    print("events=\(st.pressureEvents) debounced=\(st.debouncedEvents) lastLevel=\(st.lastPressureEvent?.level.description ?? "-") lastSource=\(st.lastPressureEvent?.source.description ?? "-")")
+    ChildLog.say("purgedMiB=\(st.purgedBytes / mib) moderate=\(moderate.purges)x/\(moderate.bytes / mib)MiB critical=\(critical.purges)x/\(critical.bytes / mib)MiB")
+    ChildLog.say("events=\(st.pressureEvents) debounced=\(st.debouncedEvents) lastLevel=\(st.lastPressureEvent?.level.description ?? "-") lastSource=\(st.lastPressureEvent?.source.description ?? "-")")
     let firstRelease: UInt64 = timed.map { $0.purgedAt.load(ordering: .relaxed) }.filter { $0 > 0 }.min() ?? 0
-    print("reactionLastUs=\((st.lastPressureEvent?.reactionNanoseconds ?? 0) / 1000) reactionMaxUs=\((st.maxReactionNanoseconds ?? 0) / 1000)")
+    ChildLog.say("reactionLastUs=\((st.lastPressureEvent?.reactionNanoseconds ?? 0) / 1000) reactionMaxUs=\((st.maxReactionNanoseconds ?? 0) / 1000)")
     if onset > 0 && firstRelease > 0 {
-        print("onsetToReleaseUs=\(firstRelease >= onset ? (firstRelease - onset) / 1000 : 0) (release \(firstRelease >= onset ? "after" : "before") onset)")
+        ChildLog.say("onsetToReleaseUs=\(firstRelease >= onset ? (firstRelease - onset) / 1000 : 0) (release \(firstRelease >= onset ? "after" : "before") onset)")
     }
-    print("limitHits=\(limitHits() - hits0)")
+    ChildLog.say("limitHits=\(limitHits() - hits0)")
 
     if st.purgedBytes < 64 * mib { fail(20, "only \(st.purgedBytes / mib) MiB purged") }
     if st.purges[.request] != nil || st.purges[.requestAll] != nil || st.purges[.budget] != nil {
@@ -141,7 +142,7 @@ func realPressureChild() -> Never {
     for i in 0..<canary.size where canary.bytes[i] != UInt8(truncatingIfNeeded: i &* 31 &+ 7) {
         fail(23, "canary byte \(i) changed")
     }
-    print("canaryBytesChecked=\(canary.size)")
+    ChildLog.say("canaryBytesChecked=\(canary.size)")
     var intact = 0, purged = 0
     for t in timed {
         guard let result = try? t.region.markNonVolatile(0..<t.region.size) else { fail(24, "markNonVolatile") }
@@ -155,7 +156,7 @@ func realPressureChild() -> Never {
     }
     let order = timed.filter { $0.purgedAt.load(ordering: .relaxed) > 0 }
         .sorted { $0.purgedAt.load(ordering: .relaxed) < $1.purgedAt.load(ordering: .relaxed) }.map(\.index)
-    print("regionsPurged=\(purged) regionsIntact=\(intact) purgeOrder=\(order)")
+    ChildLog.say("regionsPurged=\(purged) regionsIntact=\(intact) purgeOrder=\(order)")
     if order != Array(0..<order.count) { fail(26, "not purged least recently used first: \(order)") }
     withExtendedLifetime((competitor, purger, timed, canary)) {}
     close(fd)
@@ -185,11 +186,9 @@ func realPressureChild() -> Never {
         setenv("VRANGE_PRESSURE_CGROUP", cg.dir, 1)
         setenv("VRANGE_PRESSURE_VERSION", version == .v1 ? "v1" : "v2", 1)
         print("\(version.rawValue) real-pressure test in \(cg.dir): limit \(s.limit) MiB, cache \(s.cache) MiB, volatile \(s.regions) × \(s.regionSize) MiB, canary \(s.canary) MiB, competitor \(s.competitor) MiB")
-        let result = await #expect(processExitsWith: .success, observing: [\.standardOutputContent]) {
-            realPressureChild()
+        let output = await ChildLog.capture("real-pressure", prefix: "  child") {
+            await #expect(processExitsWith: .success) { realPressureChild() }
         }
-        let output = String(decoding: result?.standardOutputContent ?? [], as: UTF8.self)
-        for line in output.split(separator: "\n") { print("  child: \(line)") }
         #expect(cg.oomKills == 0, "OOM kills in the cgroup")
         #expect(output.contains("canaryBytesChecked="))
     }

@@ -13,11 +13,11 @@ import Glibc
 /// The checks, as whoever runs them. Returns 0 or a failure code, and
 /// prints what it found.
 func unprivilegedPurgerChecks() -> Int32 {
-    print("euid=\(geteuid())")
-    guard let purger = try? Purger() else { print("Purger() threw"); return 30 }
+    ChildLog.say("euid=\(geteuid())")
+    guard let purger = try? Purger() else { ChildLog.say("Purger() threw"); return 30 }
     let s = purger.statistics()
-    print("source=\(s.source.active?.description ?? "none")")
-    for note in s.source.notes { print("note=\(note)") }
+    ChildLog.say("source=\(s.source.active?.description ?? "none")")
+    for note in s.source.notes { ChildLog.say("note=\(note)") }
     guard let active = s.source.active, s.hasThread else { return 31 }
     // What it picked must really be usable by this user: the plan's first
     // entries it skipped each have a note saying why.
@@ -34,7 +34,7 @@ func unprivilegedPurgerChecks() -> Int32 {
         let p = try? Purger(.init(pressureSources: .only([.cgroupV1(directory: own),
                                                           .memAvailable(meminfoPath: "/proc/meminfo", intervalMilliseconds: 1000)])))
         let notes = p?.statistics().source.notes ?? []
-        print("cgroupV1Notes=\(notes)")
+        ChildLog.say("cgroupV1Notes=\(notes)")
         if geteuid() != 0 && (p?.activeSource?.kind != .memAvailable || !notes.contains { $0.contains("not permitted") }) { return 36 }
     }
     if Kernel.exists("/proc/pressure/memory"), let oneSecond = try? PSITrigger(.some, stallMicroseconds: 100_000, windowMicroseconds: 1_000_000) {
@@ -42,7 +42,7 @@ func unprivilegedPurgerChecks() -> Int32 {
             .psi(path: "/proc/pressure/memory", systemWide: true, moderate: oneSecond, critical: nil),
             .memAvailable(meminfoPath: "/proc/meminfo", intervalMilliseconds: 1000)])))
         let notes = p?.statistics().source.notes ?? []
-        print("psi1sNotes=\(notes)")
+        ChildLog.say("psi1sNotes=\(notes)")
         if geteuid() != 0 && (p?.activeSource?.kind != .memAvailable || !notes.contains { $0.contains("multiple of 2 s") }) { return 37 }
     }
     return 0
@@ -55,14 +55,15 @@ func unprivilegedPurgerChecks() -> Int32 {
             #expect(unprivilegedPurgerChecks() == 0)
             return
         }
-        let result = await #expect(processExitsWith: .success, observing: [\.standardOutputContent]) {
-            // Drop to nobody for good: groups, then gid, then uid.
-            if setgroups(0, nil) != 0 || setgid(65534) != 0 || setuid(65534) != 0 { exit(40) }
-            if geteuid() != 65534 || setuid(0) == 0 { exit(41) }  // and there is no way back
-            exit(unprivilegedPurgerChecks())
+        let output = await ChildLog.capture("unprivileged-purger", prefix: "  uid 65534") {
+            await #expect(processExitsWith: .success) {
+                ChildLog.redirect("unprivileged-purger")
+                // Drop to nobody for good: groups, then gid, then uid.
+                if setgroups(0, nil) != 0 || setgid(65534) != 0 || setuid(65534) != 0 { exit(40) }
+                if geteuid() != 65534 || setuid(0) == 0 { exit(41) }  // and there is no way back
+                exit(unprivilegedPurgerChecks())
+            }
         }
-        let output = String(decoding: result?.standardOutputContent ?? [], as: UTF8.self)
-        for line in output.split(separator: "\n") { print("  uid 65534: \(line)") }
         #expect(output.contains("euid=65534"))
     }
 }
