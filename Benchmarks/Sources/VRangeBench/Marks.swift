@@ -65,7 +65,12 @@ func markRows(_ c: Config) throws -> [Row] {
         { try markPairs(region, spanning, c.batch) },
         { try checked(cb_cas_pair2_loop(word, c.batch), "cas") / Double(c.batch) },
     ])
-    rows.append(floorRow("same, 2 pages spanning two map words", m2[0], m2[1], "2 × CAS on each of two words"))
+    // Issue 12's goal is the one-word pair; a range spanning words is a
+    // report row (four CAS and the multi-word loop), as BENCHMARKS.md has
+    // stated it since it was added.
+    rows.append(Row("same, 2 pages spanning two map words", vrange: m2[0],
+                    "\(fmtTime(m2[0])) (+\(fmtTime(m2[0] - m2[1])) beyond the CAS)",
+                    baseline: m2[1], "2 × CAS on each of two words: \(fmtTime(m2[1]))", goal: .report))
 
     // Kernel-driven mode: marking volatile also issues MADV_FREE, and marking
     // non-volatile dirties each page: a syscall by design. Reported, no goal.
