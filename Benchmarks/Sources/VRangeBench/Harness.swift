@@ -42,6 +42,12 @@ struct Config {
 /// Runs each contender once per round, rotating which goes first, and
 /// returns each contender's median result (a cost per operation).
 func interleaved(rounds: Int, warmup: Int = 1, _ contenders: [() throws -> Double]) throws -> [Double] {
+    try interleavedSamples(rounds: rounds, warmup: warmup, contenders).map(median)
+}
+
+/// The same, every round's figure per contender (round r of each contender
+/// taken in the same pass), for per-round ratios.
+func interleavedSamples(rounds: Int, warmup: Int = 1, _ contenders: [() throws -> Double]) throws -> [[Double]] {
     for _ in 0..<warmup { for c in contenders { _ = try c() } }
     var samples = Array(repeating: [Double](), count: contenders.count)
     for round in 0..<rounds {
@@ -55,7 +61,7 @@ func interleaved(rounds: Int, warmup: Int = 1, _ contenders: [() throws -> Doubl
             eprint("  samples[\(i)]: " + xs.map { fmtTime($0) }.joined(separator: " "))
         }
     }
-    return samples.map(median)
+    return samples
 }
 
 /// VRANGE_BENCH_SAMPLES=1: every round's figure on standard error, to see
