@@ -8,8 +8,6 @@
 // `ChildLog.say` (one write(2) each, no stdio buffer to lose in a kill);
 // `ChildLog.capture` prints and returns that file after the exit test,
 // passed or failed.
-import Testing
-@testable import VRange
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -43,7 +41,7 @@ enum ChildLog {
         if fd >= 0 { fchmod(fd, 0o666); close(fd) }
         defer { unlink(file) }
         await body()
-        let text = String(decoding: (try? Kernel.readFile(file)) ?? [], as: UTF8.self)
+        let text = readText(file) ?? ""
         if text.isEmpty { print("\(prefix): the child logged nothing") }
         for line in text.split(separator: "\n") { print("\(prefix): \(line)") }
         return text
