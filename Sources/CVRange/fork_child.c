@@ -52,5 +52,5 @@ static void at_fork_child(void) {
 
 void vr_register_at_fork(void) {
   static _Atomic int registered;
-  if (!atomic_exchange(&registered, 1)) pthread_atfork(NULL, NULL, at_fork_child);
+  if (!atomic_exchange(&registered, 1)) vr_atfork_register(VR_FORK_REGIONS, NULL, NULL, at_fork_child);
 }

@@ -39,7 +39,7 @@ static int barrier_available(void) {
   int ok = membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
   int expected = 0;
   if (atomic_compare_exchange_strong(&barrier_state, &expected, ok ? 1 : -1) && ok) {
-    pthread_atfork(at_fork_prepare, at_fork_parent, at_fork_child);
+    vr_atfork_register(VR_FORK_THREAD_CACHES, at_fork_prepare, at_fork_parent, at_fork_child);
   }
   return atomic_load(&barrier_state) > 0;
 }

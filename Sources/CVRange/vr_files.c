@@ -3,7 +3,7 @@
 #ifndef _GNU_SOURCE
 #error "_GNU_SOURCE must be set by the manifest's cSettings (F_OFD_*, memfd seals)"
 #endif
-#include "vr_files.h"
+#include "CVRange.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -247,7 +247,7 @@ void vr_liveness_fd_remove(int fd) {
   }
 }
 
-// Runs in the child of fork(), first of VRange's handlers (registered at
+// Runs in the child of fork() (the files layer of atfork.c, registered at
 // load). Only async-signal-safe calls: the child of a multithreaded process
 // may run nothing else.
 static void files_at_fork_child(void) {
@@ -259,5 +259,5 @@ static void files_at_fork_child(void) {
 }
 
 __attribute__((constructor)) static void files_register_at_fork(void) {
-  pthread_atfork(NULL, NULL, files_at_fork_child);
+  vr_atfork_register(VR_FORK_FILES, NULL, NULL, files_at_fork_child);
 }

@@ -315,4 +315,25 @@ void vr_test_fail_fork_reregistration(int count);
 // MARK: - Purger shims (issue 8; added by the purger branch, kept in their own header)
 #include "CVRangePurger.h"
 
+// MARK: - Fork
+
+/// The layers whose locks the at-fork handler takes, outermost first (the
+/// order the library nests them in). See atfork.c.
+enum {
+  VR_FORK_CACHE = 0,
+  VR_FORK_PURGER = 1,
+  VR_FORK_ALLOCATOR = 2,
+  VR_FORK_THREAD_CACHES = 3,
+  VR_FORK_FILES = 4,
+  VR_FORK_REGIONS = 5,
+  VR_FORK_LAYERS = 6
+};
+typedef void (*vr_fork_callback)(void);
+/// Registers one layer's at-fork callbacks (any may be NULL); registering
+/// the same three again does nothing. prepare runs outermost layer first,
+/// parent and child innermost first. Returns 0, or -1 for a bad layer or a
+/// full layer (8 callbacks).
+int vr_atfork_register(int layer, vr_fork_callback prepare, vr_fork_callback parent,
+                       vr_fork_callback child);
+
 #endif
