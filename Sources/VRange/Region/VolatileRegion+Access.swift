@@ -25,7 +25,9 @@ extension VolatileRegion {
     ///
     /// - Returns: `.intact(value)` when no page of `range` was purged before
     ///   or during the access (so `body` read real contents), else `.purged`.
-    /// - Throws: a range error, `.closed`, or `.accessNestingTooDeep`.
+    /// - Throws: a range error, `.closed` (also when the region was closed
+    ///   while `body` ran: its memory was replaced, and what `body` read is
+    ///   not the region's), or `.accessNestingTooDeep`.
     public func withVolatileAccess<Value>(
         _ range: Range<Int>, _ body: (UnsafeRawBufferPointer) -> Value
     ) throws(VRangeError) -> VolatileAccess<Value> {
@@ -48,6 +50,10 @@ extension VolatileRegion {
         }
         let faults = Kernel.FaultTable.endScope()
         TestHook.fire(Int32(VR_HOOK_ACCESS_BEFORE_POSTCHECK), start)
+        // Closed meanwhile: the body may have read the empty mapping that
+        // replaced the region's memory (zeros, no fault). Nothing it read
+        // can be vouched for (issue 18, 1d).
+        if closedFlag.load(ordering: .sequentiallyConsistent) { throw .closed }
         if faults.count > 0 {
             restorePurged(faults, in: pages)
             return .purged

@@ -36,7 +36,7 @@ public final class VolatileRegion: @unchecked Sendable {
     /// The handler's view of the region (for re-use by the widening unprotect).
     let handlerRegion: Kernel.FaultTable.Region
     private let metadata: UnsafeMutableRawPointer
-    private let closedFlag = Atomic<Bool>(false)
+    let closedFlag = Atomic<Bool>(false)
     /// Operations in flight that change the region's mappings (discards,
     /// protections, userfaultfd registration): close() waits for them, so
     /// that none of them acts on the memory that replaces the region's.
