@@ -66,6 +66,31 @@ void vr_region_closing(int slot) {
   if (slot >= 0 && slot < VR_MAX_REGIONS) atomic_store(&vr_slots[slot].closing, 1);
 }
 
+void vr_region_repurge_filled(int slot, size_t first, size_t count) {
+  if (slot < 0 || slot >= VR_MAX_REGIONS) return;
+  const vr_region_info *r = &vr_slots[slot].info;
+  for (size_t p = first; p < first + count; p++) {
+    uintptr_t page = (uintptr_t)r->base + p * r->page_size;
+    for (;;) {
+      int state = vr_page_state(r, page);
+      if (state == VR_STATE_LOCKED) {  // a purge in flight: it discards after the fill, or it did before
+        sched_yield();
+        continue;
+      }
+      if (state != VR_STATE_PURGED) break;
+      // Purged, and possibly filled after its discard: discard it again
+      // under its lock, as a purge does (generation first: an access that
+      // read the fill sees the discard).
+      if (!vr_page_cas(r, page, VR_STATE_PURGED, VR_STATE_LOCKED)) continue;
+      vr_bump_generation(r, page);
+      if (r->mechanism == VR_MECHANISM_MPROTECT) mprotect((void *)page, r->page_size, PROT_NONE);
+      vr_discard((void *)page, r->page_size);
+      vr_page_cas(r, page, VR_STATE_LOCKED, VR_STATE_PURGED);
+      break;
+    }
+  }
+}
+
 void vr_region_unregister(int slot) {
   if (slot < 0 || slot >= VR_MAX_REGIONS) return;
   vr_slot *s = &vr_slots[slot];

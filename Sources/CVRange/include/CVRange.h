@@ -168,6 +168,12 @@ void vr_region_unregister(int slot);
 /// mapping once it is in place): an operation racing with close() must not
 /// kill the process.
 void vr_region_closing(int slot);
+/// After markNonVolatile's repopulation of pages [first, first+count) of
+/// region `slot` (filled after the map said non-volatile): each page that
+/// was marked volatile and purged again in between is purged again now
+/// (discarded, protected: it must fault, not read the fill), as the fault
+/// handler does for a page it filled. Waits for pages locked meanwhile.
+void vr_region_repurge_filled(int slot, size_t first, size_t count);
 /// Verifies that region `slot` (userfaultfd mechanism) is registered with
 /// the process-wide userfaultfd, and that this descriptor is still the one
 /// that was opened (open, same device and inode). If the descriptor was lost

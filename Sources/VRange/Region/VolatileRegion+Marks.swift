@@ -124,7 +124,8 @@ extension VolatileRegion {
     /// merge), and its other purged pages stop raising SIGBUS
     /// (`sigbusCoverageLost`): a non-volatile page must never stay
     /// inaccessible. Any other failure is counted in `repopulateFailures`;
-    /// the fault handler then fills such a page on its first touch.
+    /// the fault handler then fills such a page on its first touch. A page
+    /// purged again meanwhile is discarded again after the fill.
     func repopulate(_ pages: Range<Int>) {
         let bytes = geometry.bytes(pages)
         let start = baseAddress + bytes.lowerBound
@@ -139,5 +140,9 @@ extension VolatileRegion {
         } catch {
             repopulateFailureCount.add(1, ordering: .relaxed)
         }
+        // The map said non-volatile before the fill: a page marked volatile
+        // and purged again in between would now read the fill, zeros
+        // without a fault. Such a page is purged again (issue 18, 5h).
+        vr_region_repurge_filled(slot, pages.lowerBound, pages.count)
     }
 }
