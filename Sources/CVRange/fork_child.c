@@ -4,8 +4,14 @@
 //  - reader counts of slots (a thread waiting in the handler) are reset;
 //  - slots being registered or unregistered by another thread are freed;
 //  - a half-done handler installation is undone;
+//  - counts of operations in flight on a region (mapping changes that
+//    close() waits for) are reset;
 //  - pages locked (10) by another thread are resolved: they were volatile,
 //    so they end purged (discarded);
+//  - pages another thread's optimistic access had filled for its body
+//    (purged, but readable until that access ends, which it never does
+//    here) are purged again: every purged page of a region with such an
+//    access in flight is discarded and protected again (2c);
 //  - the kernel dropped the child's userfaultfd registrations (without
 //    UFFD_FEATURE_EVENT_FORK, which needs CAP_SYS_PTRACE and a monitor): a
 //    new descriptor is opened and every region registered again.
@@ -13,6 +19,29 @@
 
 #include <pthread.h>
 #include <sys/mman.h>
+
+// Purges [first, first+count) again: protected (mprotect mechanism), discarded.
+static void discard_run(vr_region_info *r, size_t first, size_t count) {
+  if (count == 0) return;
+  void *start = (char *)r->base + first * r->page_size;
+  if (r->mechanism == VR_MECHANISM_MPROTECT) mprotect(start, count * r->page_size, PROT_NONE);
+  vr_discard(start, count * r->page_size);
+}
+
+// Every purged page of `r` discarded (and protected) again, by runs.
+static void repurge_all(vr_region_info *r) {
+  size_t pages = r->length / r->page_size;
+  size_t run = 0;  // purged pages just before page p
+  for (size_t p = 0; p < pages; p++) {
+    if (vr_page_state_at(r, p) == VR_STATE_PURGED) {
+      run++;
+    } else {
+      discard_run(r, p - run, run);
+      run = 0;
+    }
+  }
+  discard_run(r, pages - run, run);
+}
 
 static void resolve_orphaned_locks(vr_region_info *r) {
   size_t pages = r->length / r->page_size;
@@ -24,7 +53,8 @@ static void resolve_orphaned_locks(vr_region_info *r) {
     __atomic_fetch_or(&r->map[w], locked, __ATOMIC_ACQ_REL);  // 10 -> 11
     for (int bit = 0; bit < 64; bit += 2) {
       if (!(locked >> bit & 1)) continue;
-      void *page = (char *)r->base + (w * 32 + (size_t)bit / 2) * r->page_size;
+      size_t index = w * 32 + (size_t)bit / 2;
+      void *page = (char *)r->base + index * r->page_size;
       if (r->mechanism == VR_MECHANISM_MPROTECT) mprotect(page, r->page_size, PROT_NONE);
       vr_discard(page, r->page_size);
     }
@@ -38,6 +68,8 @@ static void at_fork_child(void) {
     vr_slot *s = &vr_slots[i];
     atomic_store(&s->readers, 0);
     atomic_store(&s->chunk_lock, 0);
+    atomic_store(&s->changes, 0);
+    int fills = atomic_exchange(&s->scope_fills, 0);
     int state = atomic_load(&s->state);
     if (state == SLOT_CLAIMED || state == SLOT_RETIRING) {
       atomic_store(&s->base, 0);
@@ -45,8 +77,10 @@ static void at_fork_child(void) {
       atomic_store(&s->state, SLOT_FREE);
     } else if (state == SLOT_LIVE && !atomic_load(&s->closing) && !(s->info.flags & VR_REGION_SHARED)) {
       resolve_orphaned_locks(&s->info);
+      if (fills > 0) repurge_all(&s->info);
     }
   }
+  vr_scopes_after_fork();
   vr_uffd_after_fork();
 }
 

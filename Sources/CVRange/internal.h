@@ -24,6 +24,12 @@ typedef struct {
   _Atomic int registered;  // userfaultfd: its registered chunks are with vr_uffd_fd
   _Atomic int chunk_lock;  // serializes vr_region_register_chunks
   _Atomic int closing;     // the region is being closed: its memory is being replaced
+  // Operations in flight, per region, that the fork child resets (their
+  // threads do not exist there): mapping changes (discards, protections,
+  // registrations: close() waits for them), and optimistic accesses that
+  // may have filled purged pages (the child purges those pages again).
+  _Atomic long changes;
+  _Atomic int scope_fills;
   vr_region_info info;     // written while CLAIMED, read while LIVE
 } vr_slot;
 
@@ -93,6 +99,7 @@ typedef struct {
   uintptr_t base, end;
   int slot;
   int dirty_pass;  // vr_dirty_pages' own scope: its pages are locked by this thread
+  int counted;     // counted in its slot's scope_fills (a fault was looked up in it)
   unsigned faults;
   unsigned recorded;
   uintptr_t records[VR_SCOPE_RECORDS];
@@ -100,6 +107,9 @@ typedef struct {
 
 /// The innermost scope of this thread covering `addr` in slot `index`.
 vr_scope *vr_scope_for(int index, uintptr_t addr);
+/// In the fork child, after the counts were reset: counts again the scopes
+/// of the forking thread (the one thread there), which go on and end.
+void vr_scopes_after_fork(void);
 /// Counts and records a fault in `scope`.
 void vr_scope_record(vr_scope *scope, uintptr_t page);
 

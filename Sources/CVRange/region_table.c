@@ -51,6 +51,8 @@ int vr_region_register(const vr_region_info *info, int *slot_out) {
     atomic_store(&s->registered, 1);
     atomic_store(&s->chunk_lock, 0);
     atomic_store(&s->closing, 0);
+    atomic_store(&s->changes, 0);
+    atomic_store(&s->scope_fills, 0);
     atomic_store_explicit(&s->base, (uintptr_t)info->base, memory_order_relaxed);
     atomic_store_explicit(&s->end, (uintptr_t)info->base + info->length, memory_order_relaxed);
     int top = atomic_load(&vr_slot_high_water);
@@ -65,6 +67,12 @@ int vr_region_register(const vr_region_info *info, int *slot_out) {
 void vr_region_closing(int slot) {
   if (slot >= 0 && slot < VR_MAX_REGIONS) atomic_store(&vr_slots[slot].closing, 1);
 }
+
+void vr_region_change_begin(int slot) { atomic_fetch_add(&vr_slots[slot].changes, 1); }
+
+void vr_region_change_end(int slot) { atomic_fetch_sub(&vr_slots[slot].changes, 1); }
+
+long vr_region_changes(int slot) { return atomic_load(&vr_slots[slot].changes); }
 
 void vr_region_repurge_filled(int slot, size_t first, size_t count) {
   if (slot < 0 || slot >= VR_MAX_REGIONS) return;

@@ -25,6 +25,7 @@ static int scope_push(int slot, const void *base, size_t length, int dirty_pass,
   c->dirty_pass = dirty_pass;
   c->faults = 0;
   c->recorded = 0;
+  c->counted = 0;
   atomic_signal_fence(memory_order_seq_cst);
   s->depth += 1;
   atomic_signal_fence(memory_order_seq_cst);
@@ -44,6 +45,9 @@ unsigned vr_scope_end(uintptr_t *records, int *overflow) {
   if (records) memcpy(records, c->records, n * sizeof(uintptr_t));
   if (overflow) *overflow = c->faults > VR_SCOPE_RECORDS;
   unsigned faults = c->faults;
+  // A scope counted in its slot with no fault recorded filled nothing; one
+  // with faults stays counted until vr_scope_restored.
+  if (c->counted && faults == 0) atomic_fetch_sub(&vr_slots[c->slot].scope_fills, 1);
   s->depth -= 1;
   atomic_signal_fence(memory_order_seq_cst);
   return faults;
@@ -53,9 +57,27 @@ vr_scope *vr_scope_for(int index, uintptr_t addr) {
   vr_scope_stack *s = &scope_stack;
   for (int d = s->depth - 1; d >= 0; d--) {
     vr_scope *c = &s->scopes[d];
-    if (c->slot == index && addr >= c->base && addr < c->end) return c;
+    if (c->slot == index && addr >= c->base && addr < c->end) {
+      // Counted before the handler can fill anything for it: a fork that
+      // copies a page filled for this access also copies the count.
+      if (!c->dirty_pass && !c->counted && !(vr_slots[index].info.flags & VR_REGION_SHARED)) {
+        c->counted = 1;
+        atomic_fetch_add(&vr_slots[index].scope_fills, 1);
+      }
+      return c;
+    }
   }
   return NULL;
+}
+
+void vr_scopes_after_fork(void) {
+  vr_scope_stack *s = &scope_stack;  // the forking thread's: it goes on in the child
+  for (int d = 0; d < s->depth; d++)
+    if (s->scopes[d].counted) atomic_fetch_add(&vr_slots[s->scopes[d].slot].scope_fills, 1);
+}
+
+void vr_scope_restored(int slot) {
+  if (slot >= 0 && slot < VR_MAX_REGIONS) atomic_fetch_sub(&vr_slots[slot].scope_fills, 1);
 }
 
 void vr_scope_record(vr_scope *scope, uintptr_t page) {

@@ -168,6 +168,14 @@ void vr_region_unregister(int slot);
 /// mapping once it is in place): an operation racing with close() must not
 /// kill the process.
 void vr_region_closing(int slot);
+/// Counts a change of region `slot`'s mappings in flight (a discard, a
+/// protection, a registration) until vr_region_change_end. close() waits
+/// for the count to reach 0; the fork child resets it (the threads making
+/// those changes do not exist there).
+void vr_region_change_begin(int slot);
+void vr_region_change_end(int slot);
+/// The changes of region `slot`'s mappings in flight.
+long vr_region_changes(int slot);
 /// After markNonVolatile's repopulation of pages [first, first+count) of
 /// region `slot` (filled after the map said non-volatile): each page that
 /// was marked volatile and purged again in between is purged again now
@@ -210,6 +218,11 @@ int vr_scope_begin(int slot, const void *base, size_t length);
 /// that faulted into `records`, sets *overflow when more faulted than that,
 /// and returns the fault count.
 unsigned vr_scope_end(uintptr_t *records, int *overflow);
+/// Called once an access whose scope ended with faults has purged its
+/// filled pages again (or given up on a closed region): until then the
+/// fork child purges again every purged page of region `slot`, since a
+/// page filled for that access has no one left there to purge it.
+void vr_scope_restored(int slot);
 
 /// Kernel-driven markNonVolatile's settling pass over `count` pages from
 /// `start`, which the caller holds locked (state 10). Each page is read

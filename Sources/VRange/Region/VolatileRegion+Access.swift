@@ -53,9 +53,13 @@ extension VolatileRegion {
         // Closed meanwhile: the body may have read the empty mapping that
         // replaced the region's memory (zeros, no fault). Nothing it read
         // can be vouched for (issue 18, 1d).
-        if closedFlag.load(ordering: .sequentiallyConsistent) { throw .closed }
+        if closedFlag.load(ordering: .sequentiallyConsistent) {
+            if faults.count > 0 { vr_scope_restored(slot) }
+            throw .closed
+        }
         if faults.count > 0 {
             restorePurged(faults, in: pages)
+            vr_scope_restored(slot)
             return .purged
         }
         atomicMemoryFence(ordering: .sequentiallyConsistent)

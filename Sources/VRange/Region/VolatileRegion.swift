@@ -37,10 +37,12 @@ public final class VolatileRegion: @unchecked Sendable {
     let handlerRegion: Kernel.FaultTable.Region
     private let metadata: UnsafeMutableRawPointer
     let closedFlag = Atomic<Bool>(false)
-    /// Operations in flight that change the region's mappings (discards,
-    /// protections, userfaultfd registration): close() waits for them, so
-    /// that none of them acts on the memory that replaces the region's.
-    private let mappingChanges = Atomic<Int>(0)
+    // Operations in flight that change the region's mappings (discards,
+    // protections, userfaultfd registration) are counted in the region's
+    // slot of the handler's table (vr_region_change_begin): close() waits
+    // for them, so that none of them acts on the memory that replaces the
+    // region's, and the fork child resets the count (the threads making
+    // them do not exist there: issue 18, 1c).
     /// The size the mark fast paths validate ranges against: `size` while
     /// they may run, 0 when every mark must take the slow path (kernel-driven
     /// mode, or closed), so that no range passes. One load, folded into the
@@ -198,7 +200,7 @@ public final class VolatileRegion: @unchecked Sendable {
         guard !closedFlag.exchange(true, ordering: .sequentiallyConsistent) else { return }
         fastSize.store(0, ordering: .sequentiallyConsistent)
         // Either a change in flight sees the flag, or this sees its count.
-        while mappingChanges.load(ordering: .sequentiallyConsistent) != 0 {
+        while vr_region_changes(slot) != 0 {
             TestHook.fire(Int32(VR_HOOK_CLOSE_WAITING), UnsafeRawPointer(baseAddress))
             Kernel.yield()
         }
@@ -232,8 +234,8 @@ public final class VolatileRegion: @unchecked Sendable {
     /// case it does nothing: the memory is being, or has been, replaced.
     @inline(__always)
     func changingMappings(_ change: () -> Void) {
-        mappingChanges.add(1, ordering: .sequentiallyConsistent)
-        defer { mappingChanges.subtract(1, ordering: .sequentiallyConsistent) }
+        vr_region_change_begin(slot)
+        defer { vr_region_change_end(slot) }
         if closedFlag.load(ordering: .sequentiallyConsistent) { return }
         change()
     }
