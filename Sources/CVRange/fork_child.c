@@ -7,7 +7,9 @@
 //  - counts of operations in flight on a region (mapping changes that
 //    close() waits for) are reset;
 //  - pages locked (10) by another thread are resolved: they were volatile,
-//    so they end purged (discarded);
+//    so they end purged (discarded); with userfaultfd, a chunk whose first
+//    purge was in flight is prepared and marked, so that it is registered
+//    below and the purged page faults (2d);
 //  - pages another thread's optimistic access had filled for its body
 //    (purged, but readable until that access ends, which it never does
 //    here) are purged again: every purged page of a region with such an
@@ -19,6 +21,18 @@
 
 #include <pthread.h>
 #include <sys/mman.h>
+
+// The chunk holding page `index` of a userfaultfd region is registered in
+// the child (vr_uffd_after_fork registers marked chunks): if its first
+// registration was in flight, finish its preparation and mark it.
+static void mark_chunk(vr_region_info *r, size_t index) {
+  size_t c = index / r->chunk_pages;
+  if (__atomic_load_n(&r->chunks[c / 64], __ATOMIC_ACQUIRE) >> (c % 64) & 1) return;
+  size_t pages = r->length / r->page_size;
+  size_t lo = c * r->chunk_pages, hi = lo + r->chunk_pages < pages ? lo + r->chunk_pages : pages;
+  vr_uffd_populate_chunk((char *)r->base + lo * r->page_size, (hi - lo) * r->page_size, r->page_size);
+  __atomic_fetch_or(&r->chunks[c / 64], (uint64_t)1 << (c % 64), __ATOMIC_RELEASE);
+}
 
 // Purges [first, first+count) again: protected (mprotect mechanism), discarded.
 static void discard_run(vr_region_info *r, size_t first, size_t count) {
@@ -55,6 +69,7 @@ static void resolve_orphaned_locks(vr_region_info *r) {
       if (!(locked >> bit & 1)) continue;
       size_t index = w * 32 + (size_t)bit / 2;
       void *page = (char *)r->base + index * r->page_size;
+      if (r->mechanism == VR_MECHANISM_USERFAULTFD) mark_chunk(r, index);
       if (r->mechanism == VR_MECHANISM_MPROTECT) mprotect(page, r->page_size, PROT_NONE);
       vr_discard(page, r->page_size);
     }

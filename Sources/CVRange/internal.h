@@ -92,6 +92,10 @@ void vr_uffd_after_fork(void);
 /// Registers every chunk of slot `s` whose bit is set with `fd`; 0 or the
 /// first errno.
 int vr_uffd_register_marked_chunks(const vr_slot *s, int fd);
+/// Prepares [start, start+length), a chunk about to be registered: zero
+/// page at its missing pages, an anon_vma for its mapping. 0 when the
+/// kernel lacks MADV_POPULATE_READ (fill with UFFDIO_ZEROPAGE after).
+int vr_uffd_populate_chunk(char *start, size_t length, size_t page_size);
 
 // MARK: - Scopes
 

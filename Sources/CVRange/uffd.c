@@ -21,8 +21,22 @@ static _Atomic int fail_fork_registrations;    // test-only fault injection
 // or reuse "their" low descriptors leave it alone.
 enum { HIGH_FD = 512 };
 
-// MADV_POPULATE_READ (Linux 5.14); older headers lack it.
-enum { MADV_POPULATE_READ_VALUE = 22 };
+// MADV_POPULATE_READ and _WRITE (Linux 5.14); older headers lack them.
+enum { MADV_POPULATE_READ_VALUE = 22, MADV_POPULATE_WRITE_VALUE = 23 };
+
+// Maps the zero page at every missing page of a chunk about to be
+// registered (a registered missing page faults), and writes its first page
+// (allocating it zero-filled if missing: its contents never change): the
+// chunk's mapping then has an anon_vma, without which fork() copies none of
+// its page tables, and a fork child would find its never-written pages
+// missing, faulting (issue 18, 2e). Returns 0 when MADV_POPULATE_READ is
+// unsupported (Linux < 5.14: the caller fills missing pages with
+// UFFDIO_ZEROPAGE after registering, which gives the anon_vma too).
+int vr_uffd_populate_chunk(char *start, size_t length, size_t page_size) {
+  if (madvise(start, length, MADV_POPULATE_READ_VALUE) != 0) return 0;
+  while (madvise(start, page_size, MADV_POPULATE_WRITE_VALUE) != 0 && (errno == EINTR || errno == EAGAIN)) {}
+  return 1;
+}
 
 // Opens a userfaultfd at a high number and records its identity. Raw
 // syscalls only: the at-fork child handler uses it too.
@@ -214,7 +228,7 @@ int vr_region_register_chunks(int slot, size_t first, size_t count) {
     // Zero page at every missing page, before registration makes a missing
     // page fault. Kernels before 5.14 lack MADV_POPULATE_READ: register
     // first, then fill the missing pages with UFFDIO_ZEROPAGE.
-    int populated = madvise(start, length, MADV_POPULATE_READ_VALUE) == 0;
+    int populated = vr_uffd_populate_chunk(start, length, r->page_size);
     e = vr_uffd_register(fd, start, length);
     if (e == 0 && !populated) e = vr_uffd_zeropage_pages(fd, start, length, r->page_size, NULL);
     if (e == 0) __atomic_fetch_or(&r->chunks[c / 64], (uint64_t)1 << (c % 64), __ATOMIC_RELEASE);

@@ -1,5 +1,5 @@
 // fork() while another thread is inside a region operation (issue 18: 1c,
-// 2c). The child has one thread: what the others held or were doing
+// 2c, 2d, 2e). The child has one thread: what the others held or were doing
 // has no owner there. It must close the region without waiting on them, and
 // a purged page must still raise SIGBUS there.
 import CVRange
@@ -71,6 +71,81 @@ import Glibc
                 reader.join()
                 finish(terminatingSignal(status) == SIGBUS,
                        "\(testMechanism()): the child's touch of a purged page: \(describeStatus(status)), not SIGBUS")
+            }
+        }
+    }
+
+    /// 2d: the first purge of a chunk (userfaultfd) is held before it
+    /// registers the chunk when the process forks: the child resolves the
+    /// locked page as purged, and must register the chunk so that it faults.
+    @Test func childOfTheFirstPurgeOfAChunkRegistersIt() async throws {
+        try #require(userfaultfdAvailable, "userfaultfd unavailable: nothing to register")
+        guard hooksAvailable("childOfTheFirstPurgeOfAChunkRegistersIt") else { return }
+        _ = await ChildLog.capture("childOfTheFirstPurgeOfAChunkRegistersIt", prefix: "child") {
+            await #expect(processExitsWith: .success) {
+                ChildLog.redirect("childOfTheFirstPurgeOfAChunkRegistersIt")
+                let r = try! VolatileRegion(byteCount: 4 * page, options: .init(faultMechanism: .userfaultfd))
+                r.bytes[page] = 5
+                try! r.markVolatile(page..<(2 * page))
+                arm(0, Int32(VR_HOOK_DISCARD), set: Flag.a, waitAny: Flag.b, deadlineMs: 30_000)
+                let purger = TestThread { _ = try? r.purge(page..<(2 * page)) }
+                guard waitForFlags(Flag.a) else { finish(false, "the purge never reached its discard") }
+                let status = forkedWithWatchdog {
+                    guard (try? r.pageStates(0..<(2 * page))) == [.nonVolatile, .purged] else { return 2 }
+                    guard r.bytes[0] == 0 else { return 3 }
+                    return 100 + Int32(vr_read_byte(r.baseAddress + page) & 1)  // must die of SIGBUS
+                }
+                vr_test_hook_set_flags(Flag.b)
+                purger.join()
+                finish(terminatingSignal(status) == SIGBUS,
+                       "the child's touch of the page purged at fork: \(describeStatus(status)), not SIGBUS")
+            }
+        }
+    }
+
+    /// 2e: a registered chunk whose pages were never written: in the child,
+    /// a non-volatile page of it reads zeros without a fault (SIGBUS is
+    /// blocked there: a fault would kill), and a purged one still faults.
+    @Test func childReadsNeverWrittenPagesOfARegisteredChunk() async throws {
+        try #require(userfaultfdAvailable, "userfaultfd unavailable: nothing to register")
+        _ = await ChildLog.capture("childReadsNeverWrittenPagesOfARegisteredChunk", prefix: "child") {
+            await #expect(processExitsWith: .success) {
+                ChildLog.redirect("childReadsNeverWrittenPagesOfARegisteredChunk")
+                let r = try! VolatileRegion(byteCount: 4 * page, options: .init(faultMechanism: .userfaultfd))
+                try! r.markVolatile(page..<(2 * page))
+                _ = try! r.purge(page..<(2 * page))  // registers the chunk; nothing was ever written
+                let status = forkedWithWatchdog {
+                    var block = sigset_t()
+                    sigemptyset(&block)
+                    sigaddset(&block, SIGBUS)
+                    pthread_sigmask(SIG_BLOCK, &block, nil)
+                    return vr_read_byte(r.baseAddress) == 0 && vr_read_byte(r.baseAddress + 3 * page) == 0 ? 0 : 2
+                }
+                guard exitCode(status) == 0 else {
+                    finish(false, "the child's reads of never-written non-volatile pages of a registered chunk: \(describeStatus(status))")
+                }
+                let touch = childTouchRaisesSIGBUS(r.baseAddress + page)
+                finish(touch.ok, "the child's touch of the purged page: \(touch.status), not SIGBUS")
+            }
+        }
+    }
+
+    /// 2e, kernel-driven: a never-written page marked volatile (its chunk
+    /// registered, lazily freed) was never reclaimed: the child's
+    /// markNonVolatile must find it intact.
+    @Test func kernelDrivenChildFindsANeverWrittenVolatilePageIntact() async throws {
+        try #require(userfaultfdAvailable, "userfaultfd unavailable: kernel-driven mode cannot run here")
+        _ = await ChildLog.capture("kernelDrivenChildFindsANeverWrittenVolatilePageIntact", prefix: "child") {
+            await #expect(processExitsWith: .success) {
+                ChildLog.redirect("kernelDrivenChildFindsANeverWrittenVolatilePageIntact")
+                let r = try! VolatileRegion(byteCount: 4 * page, options: .init(faultMechanism: .userfaultfd, kernelDriven: true))
+                try! r.markVolatile(0..<page)
+                let status = forkedWithWatchdog {
+                    guard let result = try? r.markNonVolatile(0..<page) else { return 2 }
+                    return result.purgedRanges.isEmpty ? 0 : 3
+                }
+                finish(exitCode(status) == 0,
+                       "the child's markNonVolatile of a never-written, never-reclaimed volatile page: \(describeStatus(status)) (3: reported purged)")
             }
         }
     }

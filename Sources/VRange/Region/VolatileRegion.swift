@@ -99,7 +99,9 @@ public final class VolatileRegion: @unchecked Sendable {
     /// touched. With userfaultfd, each 64 MiB chunk is registered the first
     /// time a page of it is purged (or, kernel-driven, marked volatile), and
     /// its never-touched pages then get the shared zero page (page tables
-    /// only), so that memory never faults unless it was purged.
+    /// only), so that memory never faults unless it was purged; its first
+    /// page is written (4 KiB per chunk), so that fork() copies the chunk's
+    /// page tables and a child finds those pages too.
     ///
     /// - Throws: `.invalidSize` for a size of zero or less or too large;
     ///   `.unsupported` when `options` asks for userfaultfd or kernel-driven
