@@ -12,8 +12,9 @@ extension VolatileRegion: PurgeableMemory {
             volatileBytes: status.volatileBytes))
     }
 
-    /// Purges every volatile page of the region; returns the bytes released.
+    /// Purges every volatile page of the region (unit 0; any other id is
+    /// no unit of a region and purges nothing); returns the bytes released.
     public func purge(unit id: Int) -> Int {
-        (try? purgeAll()) ?? 0
+        id == 0 ? (try? purgeAll()) ?? 0 : 0
     }
 }

@@ -103,14 +103,16 @@ public final class VolatileRegion: @unchecked Sendable {
     /// page is written (4 KiB per chunk), so that fork() copies the chunk's
     /// page tables and a child finds those pages too.
     ///
-    /// - Throws: `.invalidSize` for a size of zero or less or too large;
+    /// - Throws: `.invalidSize` for a size of zero or less or larger than
+    ///   `maxByteCount`;
     ///   `.unsupported` when `options` asks for userfaultfd or kernel-driven
     ///   purging and the kernel refuses userfaultfd, or for kernel-driven
     ///   purging with the mprotect mechanism; `.tooManyRegions` when
-    ///   `maxRegions` regions exist already; `.system` when a mapping cannot
-    ///   be made.
+    ///   `maxRegions` regions exist already; `.system` when a mapping (or
+    ///   the bookkeeping) cannot be made.
     public init(byteCount: Int, options: Options = Options()) throws(VRangeError) {
         let pageSize = Kernel.pageSize
+        guard byteCount <= Self.maxByteCount else { throw .invalidSize(byteCount) }
         let size = try PageGeometry.roundedSize(byteCount, pageSize: pageSize)
         let geometry = PageGeometry(size: size, pageSize: pageSize)
         if options.kernelDriven && options.faultMechanism == .mprotect {
@@ -129,12 +131,16 @@ public final class VolatileRegion: @unchecked Sendable {
         let mapBytes = VolatilityMap.byteCount(pages: geometry.pageCount)
         let chunkWords = Kernel.FaultTable.Region.chunkWords(pages: geometry.pageCount)
         let metadataBytes = mapBytes + 8 + 8 * chunkWords
-        let metadata = UnsafeMutableRawPointer.allocate(byteCount: metadataBytes, alignment: 64)
-        metadata.initializeMemory(as: UInt8.self, repeating: 0, count: metadataBytes)
+        // calloc: a failure is an error, not a trap (a large map comes zeroed
+        // from mmap, untouched until used).
+        guard let metadata = calloc(1, metadataBytes) else {
+            try? Kernel.unmap(base, length: size)
+            throw .system(SystemError(call: "calloc", errno: ENOMEM))
+        }
         let map = VolatilityMap(memory: metadata, pageCount: geometry.pageCount)
         func fail(_ e: VRangeError) -> VRangeError {
             try? Kernel.unmap(base, length: size)
-            metadata.deallocate()
+            free(metadata)
             return e
         }
 
@@ -174,6 +180,12 @@ public final class VolatileRegion: @unchecked Sendable {
         self.registrationEpoch = Atomic(Kernel.FaultTable.registrationEpoch)
     }
 
+    /// The largest `byteCount` a region accepts: 2^47 bytes (128 TiB), the
+    /// user address space of x86-64 with 4-level paging; no larger mapping
+    /// can ever be made there. A larger size throws `.invalidSize`; a size
+    /// up to it that the kernel cannot map here throws `.system(ENOMEM)`.
+    public static let maxByteCount = 1 << 47
+
     /// The most regions that can exist at once in a process (the fault
     /// handler's table is static: it must not allocate). A closed region
     /// counts until it is deinitialized.
@@ -185,7 +197,7 @@ public final class VolatileRegion: @unchecked Sendable {
         // region leave the handler's table: see close().
         Kernel.FaultTable.unregister(slot: slot)
         try? Kernel.unmap(baseAddress, length: size)
-        metadata.deallocate()
+        free(metadata)
     }
 
     /// Releases the region's memory now. Idempotent; every later operation
