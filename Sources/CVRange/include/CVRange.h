@@ -292,7 +292,8 @@ enum {
   VR_HOOK_HANDLER_ENTERED = 16,     // a fault reached the handler, before the region lookup (arg: si_addr)
   VR_HOOK_TCACHE_INSIDE = 17,        // a thread cache's owner entered, before its entries (arg: 1 take, 2 put)
   VR_HOOK_TCACHE_DRAIN_FLAGGED = 18, // a drain stopped the caches holding its spans, after its barrier (arg: token)
-  VR_HOOK_POINTS = 19,
+  VR_HOOK_REGION_CHECKED = 19,       // a region's status, pageStates or pageOut passed its checks (arg: base)
+  VR_HOOK_POINTS = 20,
 };
 
 /// Whether this build has the hook points compiled in.

@@ -63,6 +63,7 @@ extension VolatileRegion {
     public func pageOut(_ range: Range<Int>) throws(VRangeError) {
         try checkOpen()
         _ = try geometry.pages(range)
+        TestHook.fire(Int32(VR_HOOK_REGION_CHECKED), UnsafeRawPointer(baseAddress))
         do { try Kernel.advise(baseAddress + range.lowerBound, length: range.count, .pageOut) } catch {
             throw .system(error)
         }

@@ -274,6 +274,7 @@ public final class VolatileRegion: @unchecked Sendable {
     public func status(_ range: Range<Int>) throws(VRangeError) -> RegionStatus {
         try checkOpen()
         let pages = try geometry.pages(range)
+        TestHook.fire(Int32(VR_HOOK_REGION_CHECKED), UnsafeRawPointer(baseAddress))
         let c = map.census(pages)
         var volatile = c.volatile, purged = c.locked + c.purged
         if isKernelDriven {
@@ -293,6 +294,7 @@ public final class VolatileRegion: @unchecked Sendable {
     public func pageStates(_ range: Range<Int>) throws(VRangeError) -> [PageState] {
         try checkOpen()
         let pages = try geometry.pages(range)
+        TestHook.fire(Int32(VR_HOOK_REGION_CHECKED), UnsafeRawPointer(baseAddress))
         var states = pages.map { map.state(ofPage: $0) }
         if isKernelDriven {
             for page in reclaimedVolatilePages(in: pages) { states[page - pages.lowerBound] = .purged }
