@@ -131,9 +131,18 @@ public final class VolatileRegion: @unchecked Sendable {
         let mapBytes = VolatilityMap.byteCount(pages: geometry.pageCount)
         let chunkWords = Kernel.FaultTable.Region.chunkWords(pages: geometry.pageCount)
         let metadataBytes = mapBytes + 8 + 8 * chunkWords
-        // calloc: a failure is an error, not a trap (a large map comes zeroed
-        // from mmap, untouched until used).
-        guard let metadata = calloc(1, metadataBytes) else {
+        // A failure to allocate is an error, not a trap. A small map is
+        // cache-line aligned; a large one comes from calloc (glibc maps it:
+        // page-aligned, zeroed by the kernel, untouched until used).
+        var allocated: UnsafeMutableRawPointer?
+        if metadataBytes <= 64 << 10 {
+            if posix_memalign(&allocated, 64, metadataBytes) == 0 {
+                allocated?.initializeMemory(as: UInt8.self, repeating: 0, count: metadataBytes)
+            }
+        } else {
+            allocated = calloc(1, metadataBytes)
+        }
+        guard let metadata = allocated else {
             try? Kernel.unmap(base, length: size)
             throw .system(SystemError(call: "calloc", errno: ENOMEM))
         }
