@@ -65,6 +65,7 @@ import Glibc
 
     @Test(arguments: rows)
     func forkWhileAnOperationIsHeld(_ row: Row) async {
+        guard forkTestsRun("forkWhileAnOperationIsHeld") else { return }
         guard hooksAvailable("forkWhileAnOperationIsHeld") else { return }
         setTestMechanism(row.mechanism)
         setenv("VRANGE_TEST_WINDOW", row.window.name, 1)

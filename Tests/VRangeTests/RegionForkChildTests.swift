@@ -14,6 +14,7 @@ import Glibc
     /// the process forks: the child's close() must not wait for it.
     @Test(arguments: mechanisms)
     func childClosesARegionWhosePurgeWasInFlight(_ m: FaultMechanism) async {
+        guard forkTestsRun("childClosesARegionWhosePurgeWasInFlight") else { return }
         guard hooksAvailable("childClosesARegionWhosePurgeWasInFlight") else { return }
         setTestMechanism(m)
         _ = await ChildLog.capture("childClosesARegionWhosePurgeWasInFlight", prefix: "child") {
@@ -42,6 +43,7 @@ import Glibc
     /// never ends, the page must read purged and raise SIGBUS.
     @Test(arguments: mechanisms)
     func childOfAnAccessHoldingAFilledPurgedPageStillFaults(_ m: FaultMechanism) async {
+        guard forkTestsRun("childOfAnAccessHoldingAFilledPurgedPageStillFaults") else { return }
         guard hooksAvailable("childOfAnAccessHoldingAFilledPurgedPageStillFaults") else { return }
         setTestMechanism(m)
         _ = await ChildLog.capture("childOfAnAccessHoldingAFilledPurgedPageStillFaults", prefix: "child") {
@@ -79,6 +81,7 @@ import Glibc
     /// registers the chunk when the process forks: the child resolves the
     /// locked page as purged, and must register the chunk so that it faults.
     @Test func childOfTheFirstPurgeOfAChunkRegistersIt() async {
+        guard forkTestsRun("childOfTheFirstPurgeOfAChunkRegistersIt") else { return }
         guard userfaultfdAvailable else { print("NOTE: childOfTheFirstPurgeOfAChunkRegistersIt: userfaultfd unavailable, no chunk to register; it did not run"); return }
         guard hooksAvailable("childOfTheFirstPurgeOfAChunkRegistersIt") else { return }
         _ = await ChildLog.capture("childOfTheFirstPurgeOfAChunkRegistersIt", prefix: "child") {
@@ -107,6 +110,7 @@ import Glibc
     /// a non-volatile page of it reads zeros without a fault (SIGBUS is
     /// blocked there: a fault would kill), and a purged one still faults.
     @Test func childReadsNeverWrittenPagesOfARegisteredChunk() async {
+        guard forkTestsRun("childReadsNeverWrittenPagesOfARegisteredChunk") else { return }
         guard userfaultfdAvailable else { print("NOTE: childReadsNeverWrittenPagesOfARegisteredChunk: userfaultfd unavailable, no chunk to register; it did not run"); return }
         _ = await ChildLog.capture("childReadsNeverWrittenPagesOfARegisteredChunk", prefix: "child") {
             await #expect(processExitsWith: .success) {
@@ -134,6 +138,7 @@ import Glibc
     /// registered, lazily freed) was never reclaimed: the child's
     /// markNonVolatile must find it intact.
     @Test func kernelDrivenChildFindsANeverWrittenVolatilePageIntact() async {
+        guard forkTestsRun("kernelDrivenChildFindsANeverWrittenVolatilePageIntact") else { return }
         guard userfaultfdAvailable else { print("NOTE: kernelDrivenChildFindsANeverWrittenVolatilePageIntact: userfaultfd unavailable, kernel-driven mode cannot run here; it did not run"); return }
         _ = await ChildLog.capture("kernelDrivenChildFindsANeverWrittenVolatilePageIntact", prefix: "child") {
             await #expect(processExitsWith: .success) {

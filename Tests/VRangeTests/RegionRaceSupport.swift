@@ -75,3 +75,15 @@ func touchFaults(_ address: UnsafeRawPointer) -> Bool {
     defer { close(fds[0]); close(fds[1]) }
     return write(fds[1], address, 1) < 0 && errno == EFAULT
 }
+
+/// Whether this process runs under ThreadSanitizer, whose runtime does not
+/// support fork() of a multithreaded process (a child spun for minutes:
+/// see .ci/sanitizers): the region fork tests say so and do not run there.
+let underThreadSanitizer: Bool = dlsym(nil, "__tsan_init") != nil
+
+/// Whether a fork test may run here; says why not when not.
+func forkTestsRun(_ test: String) -> Bool {
+    if !underThreadSanitizer { return true }
+    print("NOTE: \(test) forks a multithreaded process, which ThreadSanitizer does not support; it did not run")
+    return false
+}
