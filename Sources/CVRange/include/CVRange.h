@@ -273,7 +273,11 @@ enum {
   VR_HOOK_HANDLER_ENTERED = 16,     // a fault reached the handler, before the region lookup (arg: si_addr)
   VR_HOOK_TCACHE_INSIDE = 17,        // a thread cache's owner entered, before its entries (arg: 1 take, 2 put)
   VR_HOOK_TCACHE_DRAIN_FLAGGED = 18, // a drain stopped the caches holding its spans, after its barrier (arg: token)
-  VR_HOOK_POINTS = 19,
+  VR_HOOK_ALLOC_ENTERED = 19,        // allocator: an operation began, before its arena's lock (arg: AllocHookOp)
+  VR_HOOK_ALLOC_LOCKED = 20,         // allocator: an operation holds its arena's lock (arg: AllocHookOp)
+  VR_HOOK_ALLOC_SLAB_BUSY = 21,      // allocator: a slab page word is busy (arg: 1 first lock, 2 last unlock)
+  VR_HOOK_ALLOC_FORK_PREPARE = 22,   // allocator: the at-fork prepare handler, before it takes the arenas' locks
+  VR_HOOK_POINTS = 23,
 };
 
 /// Whether this build has the hook points compiled in.

@@ -1,6 +1,7 @@
 // One segment of an allocator: a region carved into page spans, plus the
 // per-page bookkeeping that lives outside it (its pages may be purged, so no
 // metadata is ever stored in them). Owned by one arena.
+import CVRange
 import Synchronization
 
 final class Segment: @unchecked Sendable {
@@ -81,12 +82,41 @@ final class Segment: @unchecked Sendable {
 
     // MARK: - Slab pages: lock-free sharing of one page by several buffers
 
-    /// Spins briefly, then yields, while a page word is busy.
+    /// Spins briefly, then yields, while a page word is busy. A busy bit set
+    /// before a fork (its owner does not exist here) is taken over and its
+    /// transition finished.
     @inline(__always)
     private func waitWhileBusy(_ page: Int, spins: inout Int) -> UInt64 {
         spins += 1
-        if spins > 64 { Kernel.yield() }
+        if spins > 64 {
+            let w = pageWords[page].load(ordering: .acquiring)
+            if w & SlabWord.busy != 0 && SlabWord.isStale(w) { recoverStaleBusy(page: page, w) }
+            Kernel.yield()
+        }
         return pageWords[page].load(ordering: .acquiring)
+    }
+
+    /// In a fork child: page word `w` was made busy by a thread of the parent
+    /// that was in the middle of a first lock or a last unlock. One waiter
+    /// takes the transition over (a CAS to a busy word of this generation)
+    /// and finishes it as its owner would have: the owner's buffer, if this
+    /// process still reaches it, is locked (first lock: counted, the page
+    /// non-volatile, every lost bit kept for its slot to learn) or unlocked
+    /// (last unlock: the page volatile).
+    @inline(never)
+    private func recoverStaleBusy(page: Int, _ w: UInt64) {
+        let word = pageWords + page
+        guard word.pointee.compareExchange(expected: w, desired: SlabWord.busyWord(w),
+                                           ordering: .acquiringAndReleasing).exchanged else { return }
+        if w & SlabWord.volatile != 0 {
+            var lost = w & SlabWord.lostMask
+            if backing.markNonVolatile(bytes(pages: page, 1)).wasPurged { lost = SlabWord.lostMask }
+            word.pointee.store(lost | SlabWord.countOne, ordering: .releasing)
+        } else {
+            stamp(page: page)
+            backing.markVolatile(bytes(pages: page, 1))
+            word.pointee.store((w & SlabWord.lostMask) | SlabWord.volatile, ordering: .releasing)
+        }
     }
 
     /// Slot `slot` of slab page `page` becomes locked: the page is marked
@@ -112,8 +142,9 @@ final class Segment: @unchecked Sendable {
             // First lock on a volatile page: hold it busy while the region
             // marks it non-volatile, so no unlock can re-mark it meanwhile.
             let (done, seen) = word.pointee.compareExchange(
-                expected: w, desired: w | SlabWord.busy, ordering: .acquiringAndReleasing)
+                expected: w, desired: SlabWord.busyWord(w), ordering: .acquiringAndReleasing)
             if !done { w = seen; continue }
+            TestHook.fire(Int32(VR_HOOK_ALLOC_SLAB_BUSY), 1)
             var lost = w & SlabWord.lostMask
             if backing.markNonVolatile(bytes(pages: page, 1)).wasPurged {
                 // Everyone on the page lost their contents; each learns at
@@ -145,11 +176,13 @@ final class Segment: @unchecked Sendable {
                 continue
             }
             let (done, seen) = word.pointee.compareExchange(
-                expected: w, desired: (w &- SlabWord.countOne) | SlabWord.busy, ordering: .acquiringAndReleasing)
+                expected: w, desired: SlabWord.busyWord(w &- SlabWord.countOne), ordering: .acquiringAndReleasing)
             if !done { w = seen; continue }
+            TestHook.fire(Int32(VR_HOOK_ALLOC_SLAB_BUSY), 2)
             stamp(page: page)
             backing.markVolatile(bytes(pages: page, 1))
-            word.pointee.store((w &- SlabWord.countOne) | SlabWord.volatile, ordering: .releasing)
+            word.pointee.store(((w &- SlabWord.countOne) & ~SlabWord.generationMask) | SlabWord.volatile,
+                               ordering: .releasing)
             return
         }
     }

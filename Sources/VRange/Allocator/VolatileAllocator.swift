@@ -223,7 +223,9 @@ public final class VolatileAllocator: Sendable {
             let cached = arena.magazine.census(pageShift: config.pageShift)
             s.liveBuffers -= cached.spans
             s.liveBytes -= cached.bytes
+            TestHook.entered(.statistics)
             arena.state.withLock { a in
+                TestHook.locked(.statistics)
                 s.liveBuffers += a.liveBuffers
                 s.liveBytes += a.liveBytes
                 s.segments += a.segmentCount
