@@ -3,6 +3,11 @@
 // metadata is ever stored in them). Owned by one arena.
 import CVRange
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 final class Segment: @unchecked Sendable {
     let backing: SegmentBacking
@@ -50,20 +55,33 @@ final class Segment: @unchecked Sendable {
         self.magazine = arena.magazine
         self.cacheToken = arena.config.cacheToken
         self.dedicated = dedicated
-        tags = .allocate(capacity: pageCount)
-        tags.initialize(repeating: PageTag(), count: pageCount)
-        let words = UnsafeMutableRawPointer.allocate(byteCount: 16 * pageCount, alignment: 64)
-        words.initializeMemory(as: UInt64.self, repeating: 0, count: 2 * pageCount)
+        // Bookkeeping in its own anonymous mapping, zero-filled by the
+        // kernel (a zero PageTag is an interior page, a zero word an empty
+        // slab page): only the pages of it that spans touch become
+        // resident, so a large segment costs no eager metadata (a 8 TiB
+        // buffer once asked malloc for 64 GiB of tags and aborted).
+        let tagBytes = (pageCount * MemoryLayout<PageTag>.stride + 63) & ~63
+        let metadataSize = tagBytes + 16 * pageCount
+        let raw = mmap(nil, metadataSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let raw, raw != MAP_FAILED else {
+            let e = errno
+            backing.close()
+            throw .system(SystemError(call: "mmap", errno: e))
+        }
+        metadataBytes = metadataSize
+        tags = raw.bindMemory(to: PageTag.self, capacity: pageCount)
+        let words = raw + tagBytes
         pageWords = words.assumingMemoryBound(to: Atomic<UInt64>.self)
         stamps = (words + 8 * pageCount).assumingMemoryBound(to: Atomic<UInt64>.self)
     }
 
     deinit {
-        tags.deinitialize(count: pageCount)
-        tags.deallocate()
-        UnsafeMutableRawPointer(pageWords).deallocate()
+        munmap(UnsafeMutableRawPointer(tags), metadataBytes)
         backing.close()
     }
+
+    /// Size of the bookkeeping mapping (tags, page words, stamps).
+    private let metadataBytes: Int
 
     /// Bytes of bookkeeping per page, outside the region (the region's own
     /// volatility map comes on top: 2 bits a page).
