@@ -228,6 +228,7 @@ final class Arena: @unchecked Sendable {
         TestHook.entered(.freeSpan)
         let work: ReleaseWork = state.withLock { s in
             TestHook.locked(.freeSpan)
+            if !seg.lostAtBegin.isEmpty { seg.lostAtBegin[page] = nil }
             seg.liveBuffers -= 1
             s.liveBuffers -= 1
             s.liveBytes -= pages << config.pageShift
@@ -282,6 +283,22 @@ final class Arena: @unchecked Sendable {
             return work
         }
         return ReleaseWork()
+    }
+
+    // MARK: - Ranges lost at a failed beginContentAccess
+
+    /// Keeps the ranges a failed `beginContentAccess` of the span at `page`
+    /// found purged, for its next `lock()`.
+    func rememberLost(_ seg: Segment, page: Int, _ ranges: [Range<Int>]) {
+        state.withLock { _ in
+            let earlier = seg.lostAtBegin[page] ?? []
+            seg.lostAtBegin[page] = mergedRanges(earlier, ranges)
+        }
+    }
+
+    /// Takes them back (nil: none kept).
+    func takeLost(_ seg: Segment, page: Int) -> [Range<Int>]? {
+        state.withLock { _ in seg.lostAtBegin.removeValue(forKey: page) }
     }
 
     // MARK: - Delayed release
@@ -373,4 +390,18 @@ struct ReleaseWork {
     /// Whether to drain the allocator's thread caches (outside the lock).
     var drainCaches = false
     var isEmpty: Bool { purges.isEmpty && drops.isEmpty && !drainCaches }
+}
+
+/// The union of two lists of ranges, ascending and disjoint (touching
+/// ranges merged).
+func mergedRanges(_ a: [Range<Int>], _ b: [Range<Int>]) -> [Range<Int>] {
+    var out: [Range<Int>] = []
+    for r in (a + b).sorted(by: { $0.lowerBound < $1.lowerBound }) where !r.isEmpty {
+        if let last = out.last, r.lowerBound <= last.upperBound {
+            out[out.count - 1] = last.lowerBound..<max(last.upperBound, r.upperBound)
+        } else {
+            out.append(r)
+        }
+    }
+    return out
 }

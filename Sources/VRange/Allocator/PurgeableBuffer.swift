@@ -156,9 +156,12 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
             return LockResult(purgedRanges: seg.lockSlot(page: offset >> seg.pageShift, slot: slot) ? [0..<count] : [])
         }
         if discarded {
-            // A beginContentAccess found the contents gone earlier.
+            // A beginContentAccess found these bytes gone earlier (and
+            // zero-filled them): they are lost too. A buffer sharing its page
+            // lost all of it.
             discarded = false
-            result = LockResult(purgedRanges: [0..<count])
+            let earlier = slot < 0 ? segment.arena.takeLost(segment, page: page) : nil
+            result = LockResult(purgedRanges: earlier.map { mergedRanges($0, result.purgedRanges) } ?? [0..<count])
         }
         return result
     }
@@ -191,16 +194,19 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
     /// `NSPurgeableData.beginContentAccess`: locks the buffer if its contents
     /// are still there and returns true; returns false (and leaves it
     /// unlocked) once they were discarded — and keeps returning false, until
-    /// a `lock()` takes the zeroed buffer back (reporting it purged).
+    /// a `lock()` takes the buffer back, reporting exactly the ranges lost
+    /// (those this call found purged, and any purged since).
     public mutating func beginContentAccess() -> Bool {
         if discarded { return false }
         if locks > 0 {
             lock()
             return true
         }
-        if lock().wasPurged {
+        let r = lock()
+        if r.wasPurged {
             unlock()
             discarded = true
+            if slot < 0 { segment.arena.rememberLost(segment, page: page, r.purgedRanges) }
             return false
         }
         return true

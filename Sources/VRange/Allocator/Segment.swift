@@ -22,6 +22,11 @@ final class Segment: @unchecked Sendable {
     var localIndex: Int = 0
     /// Buffers allocated in this segment and not freed (under the arena's lock).
     var liveBuffers = 0
+    /// Page-span buffers whose `beginContentAccess` found bytes purged, by
+    /// first page: the ranges lost (relative to the buffer), which their
+    /// next `lock()` reports (under the arena's lock; rare, hence not in the
+    /// buffer itself, which stays four words).
+    var lostAtBegin: [Int: [Range<Int>]] = [:]
     /// Whether this segment was made for one oversized buffer.
     let dedicated: Bool
     /// Its arena's magazine (two pointers: reachable without retaining the
