@@ -72,7 +72,7 @@ let allocExtremeRows: [AllocExtremeRow] =
     + unitValues.map { AllocExtremeRow(parameter: "purge(unit:)", value: $0.0, expected: .ok) }
     + [AllocExtremeRow(parameter: "lock() depth", value: "maxLockDepth", expected: .ok)]
 
-@Suite("Extremes table: allocator") struct AllocatorExtremesTable {
+@Suite("Extremes table: allocator", .serialized) struct AllocatorExtremesTable {
     @Test("a numeric parameter at an extreme: a typed error or a documented clamp, never a trap", arguments: allocExtremeRows)
     func extreme(_ row: AllocExtremeRow) async {
         setenv("VRANGE_ALLOC_EXTREME_ROW", row.key, 1)

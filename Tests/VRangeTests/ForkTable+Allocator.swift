@@ -7,7 +7,8 @@
 // and drops an allocator, and must exit 0 within 10 s (the parent kills it
 // otherwise, and the row fails).
 //
-// Rows: 19 operations × 1 window (held at fork) = 19.
+// Rows: 20 operations × 1 window (held at fork) = 20. Serialized: each row
+// passes its name to its exit test through the environment.
 import CVRange
 import Testing
 @testable import VRange
@@ -22,6 +23,8 @@ enum AllocForkRow: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case beginContentAccess, endContentAccess, withVolatileAccess, isContentDiscarded
     case purgeUnit, forEachPurgeUnit, releaseFreeMemory, statistics, dropAllocator
     case threadCacheAllocate, threadCacheFree
+    /// The release clock's thread, in its round (the allocator's own thread).
+    case releaseClockRound
 
     var testDescription: String { rawValue }
 
@@ -31,7 +34,7 @@ enum AllocForkRow: String, CaseIterable, Sendable, CustomTestStringConvertible {
     var holdsArenaLock: Bool {
         switch self {
         case .allocateSpan, .allocateSmall, .freeSpan, .freeSmall, .purgeUnit, .forEachPurgeUnit,
-             .releaseFreeMemory, .statistics, .dropAllocator: true
+             .releaseFreeMemory, .statistics, .dropAllocator, .releaseClockRound: true
         default: false
         }
     }
@@ -49,6 +52,7 @@ enum AllocForkRow: String, CaseIterable, Sendable, CustomTestStringConvertible {
         case .releaseFreeMemory: return (locked, UInt(AllocHookOp.release.rawValue))
         case .statistics: return (locked, UInt(AllocHookOp.statistics.rawValue))
         case .dropAllocator: return (locked, UInt(AllocHookOp.abandon.rawValue))
+        case .releaseClockRound: return (locked, UInt(AllocHookOp.releaseClock.rawValue))
         case .lockSmall, .beginContentAccess: return (busy, 1)
         case .unlockSmall, .endContentAccess: return (busy, 2)
         case .lockSpan, .unlockSpan: return (Int32(VR_HOOK_MAP_BEFORE_CAS), 0)
@@ -60,7 +64,7 @@ enum AllocForkRow: String, CaseIterable, Sendable, CustomTestStringConvertible {
     }
 }
 
-@Suite("Fork table: allocator") struct AllocatorForkTable {
+@Suite("Fork table: allocator", .serialized) struct AllocatorForkTable {
     @Test("fork while another thread is held inside an allocator operation: the child finishes", arguments: AllocForkRow.allCases)
     func forkWhileHeld(_ row: AllocForkRow) async {
         guard hooksAvailable("forkWhileHeld(\(row))") else { return }
@@ -82,7 +86,8 @@ enum AllocForkRow: String, CaseIterable, Sendable, CustomTestStringConvertible {
 func runAllocForkRow(_ row: AllocForkRow) -> Int32 {
     let small = 200, span = 3 * page
     // Only the slot holds the allocator (dropAllocator drops the last reference).
-    let slot = AllocatorSlot(try! VolatileAllocator(options: .init(releaseDelay: .seconds(600), arenaCount: 1)))
+    let delay: Duration = row == .releaseClockRound ? .zero : .seconds(600)
+    let slot = AllocatorSlot(try! VolatileAllocator(options: .init(releaseDelay: delay, arenaCount: 1)))
     // The held thread's buffer and a neighbour on the same slab page (or
     // segment), which the child uses.
     let spanRows: [AllocForkRow] = [.freeSpan, .lockSpan, .unlockSpan]
@@ -110,7 +115,8 @@ func runAllocForkRow(_ row: AllocForkRow) -> Int32 {
     let held = TestThread {
         // Armed for this thread only: the thread-cache rows pass other
         // points of the same kind first.
-        arm(0, point, arg: arg, tid: currentTID(), set: Flag.a, waitAny: Flag.b, deadlineMs: 20_000, times: 1)
+        arm(0, point, arg: arg, tid: row == .releaseClockRound ? 0 : currentTID(), set: Flag.a, waitAny: Flag.b,
+            deadlineMs: 20_000, times: 1)
         switch row {
         case .allocateSpan: _ = try! slot.allocator!.allocate(byteCount: 5 * page)
         case .allocateSmall: _ = try! slot.allocator!.allocate(byteCount: 1000)
@@ -133,6 +139,10 @@ func runAllocForkRow(_ row: AllocForkRow) -> Int32 {
         case .threadCacheFree:
             let b = try! slot.allocator!.allocate(byteCount: 2 * page)
             b.free()  // a put into this thread's cache: held inside
+        case .releaseClockRound:
+            var b = try! slot.allocator!.allocate(byteCount: 7 * page)
+            b.unlock()
+            b.free()  // schedules a round at once (delay 0): the clock's thread is held in it
         }
     }
     guard waitForFlags(Flag.a, seconds: 15) else {

@@ -236,6 +236,7 @@ final class Arena: @unchecked Sendable {
             return afterFree(&s, seg, now: now)
         }
         if !work.isEmpty { finishRelease(work) }
+        noteFree()
     }
 
     /// Frees a slot (already unlocked on its page word if it was locked).
@@ -264,6 +265,7 @@ final class Arena: @unchecked Sendable {
             return afterFree(&s, seg, now: now)
         }
         if !work.isEmpty { finishRelease(work) }
+        noteFree()
     }
 
     /// After a free, under the lock: an abandoned arena drops an empty
@@ -307,16 +309,20 @@ final class Arena: @unchecked Sendable {
     /// (so that no allocation can pass them unnoticed) and queued for purging;
     /// wholly free segments are queued for dropping, except an arena's last
     /// ordinary segment.
-    private func collectExpired(_ s: inout ArenaState, now: UInt32, delayMs: UInt32) -> ReleaseWork {
+    func collectExpired(_ s: inout ArenaState, now: UInt32, delayMs: UInt32) -> ReleaseWork {
         drainMagazine(&s)
         var candidates: [SpanRef] = []
+        var soonest = UInt32.max
         for b in 0..<SpanLists.bucketCount where !s.lists.buckets[b].isEmpty {
             for r in s.lists.buckets[b] {
                 let tag = s.lists.segments[refSegment(r)]!.tags[refPage(r)]
-                if tag.flags & FreeFlags.released == 0 && now &- tag.aux >= delayMs { candidates.append(r) }
+                guard tag.flags & FreeFlags.released == 0 else { continue }
+                let age = now &- tag.aux
+                if age >= delayMs { candidates.append(r) } else { soonest = min(soonest, delayMs - age) }
             }
         }
         var work = ReleaseWork()
+        if soonest != .max { work.nextExpiryMs = soonest }
         for r in candidates {
             let seg = s.lists.segments[refSegment(r)]!
             let page = refPage(r)
@@ -335,7 +341,7 @@ final class Arena: @unchecked Sendable {
     }
 
     /// Outside the lock: purge what `collectExpired` queued; drop segments.
-    private func finishRelease(_ work: consuming ReleaseWork) {
+    func finishRelease(_ work: consuming ReleaseWork) {
         if work.drainCaches { ThreadCache.drain(token: config.cacheToken) }
         var released = 0
         for (seg, range) in work.purges { released += seg.backing.purge(range) }
@@ -389,6 +395,9 @@ struct ReleaseWork {
     var drops: [Segment] = []
     /// Whether to drain the allocator's thread caches (outside the lock).
     var drainCaches = false
+    /// In how many ms the soonest free span left unreleased expires (nil:
+    /// none is left).
+    var nextExpiryMs: UInt32?
     var isEmpty: Bool { purges.isEmpty && drops.isEmpty && !drainCaches }
 }
 

@@ -67,10 +67,15 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
                 let pages = (count - 1) >> seg.pageShift + 1
                 // Fast paths: a span freed while locked goes to this thread's
                 // cache (plain stores), else to its arena's magazine (a CAS).
+                // Either way the arena goes on the release clock's schedule
+                // unless it is on it (one load).
                 if locked {
-                    if seg.cacheToken != 0 && pages <= ThreadCache.maxPages
-                        && ThreadCache.put(seg, page: page, pages: pages) { return }
-                    if seg.magazine.put(local: seg.localIndex, page: page, pages: pages) { return }
+                    if (seg.cacheToken != 0 && pages <= ThreadCache.maxPages
+                        && ThreadCache.put(seg, page: page, pages: pages))
+                        || seg.magazine.put(local: seg.localIndex, page: page, pages: pages) {
+                        if !seg.magazine.releaseScheduled { seg.arena.scheduleRelease(afterMs: seg.arena.config.releaseDelayMs) }
+                        return
+                    }
                 }
                 seg.arena.freeSpan(seg, page: page, pages: pages, wasLocked: locked)
             } else {

@@ -78,7 +78,10 @@ enum ThreadCache {
         let seg = Unmanaged<Segment>.fromOpaque(UnsafeRawPointer(bitPattern: segment)!)
         let page = Int(span >> 16), pages = Int(span & 0xFFFF)
         seg._withUnsafeGuaranteedRef { seg in
-            if seg.magazine.put(local: seg.localIndex, page: page, pages: pages) { return }
+            if seg.magazine.put(local: seg.localIndex, page: page, pages: pages) {
+                seg.arena.noteFree()
+                return
+            }
             seg.arena.freeSpan(seg, page: page, pages: pages, wasLocked: true)
         }
     }

@@ -17,10 +17,12 @@ import Musl
 ///   Freed spans are kept in 256 size-bucketed lists (best fit, most
 ///   recently freed first, merged with free neighbours) and stay resident:
 ///   allocate/free churn costs no system call. Spans free for longer than
-///   `Options.releaseDelay` are purged (`MADV_DONTNEED`) on a later free or
-///   by `releaseFreeMemory(olderThan:)`; a purger purges them first of all
+///   `Options.releaseDelay` are purged (`MADV_DONTNEED`) by the release
+///   clock, one thread per process shared by every allocator, whether or not
+///   the allocator is called again (also on a later free, and by
+///   `releaseFreeMemory(olderThan:)`); a purger purges them first of all
 ///   (they are purge units of class `.veryLow`). Wholly free segments are
-///   unmapped.
+///   unmapped, except each arena's last one.
 /// - Smaller buffers share slab pages of 11 size classes (128 B to half a
 ///   page). A shared page is marked volatile only when every buffer on it is
 ///   unlocked; a buffer whose page was purged learns it at its next lock,
@@ -47,7 +49,12 @@ public final class VolatileAllocator: Sendable {
         public var maxSegmentBytes: Int
         /// How long freed memory stays resident for reuse before it goes back
         /// to the kernel. Default 1 second (mimalloc's purge delay is 10 ms,
-        /// Chromium's discardable heap waits minutes). Counted in whole
+        /// Chromium's discardable heap waits minutes). The release clock's
+        /// thread gives it back between the delay and a quarter of it more
+        /// (plus 10 ms) after the free, without any further call; spans a
+        /// thread's cache or an arena's magazine kept for reuse rejoin the
+        /// free lists at one round and go back at the next (within about
+        /// twice the delay). Counted in whole
         /// milliseconds; a delay longer than `maxReleaseDelay` (2^31 − 1 ms,
         /// about 24.8 days) is clamped to it; a negative one is refused.
         public var releaseDelay: Duration
