@@ -6,7 +6,10 @@
 // library's and tell the truth: a lock reports exactly what was purged, the
 // intact bytes keep their pattern, nothing faults (ASan and TSan stages too).
 //
-// Rows: 15 operations × 3 windows = 45.
+// The release clock's round is one of the operations: its thread is held
+// in the round (the allocator's own thread, as a purger's is).
+//
+// Rows: 16 operations × 3 windows = 48.
 import CVRange
 import Synchronization
 import Testing
@@ -18,6 +21,7 @@ import Glibc
 enum LifecycleOp: String, CaseIterable, Sendable {
     case lockSpan, unlockSpan, lockSmall, unlockSmall, beginContentAccess, endContentAccess, withVolatileAccess
     case freeSpan, freeSmall, allocateSpan, allocateSmall, purgeUnit, forEachPurgeUnit, releaseFreeMemory, statistics
+    case releaseClockRound
 
     /// Where the operation is held: a hook point and its argument.
     var hold: (point: Int32, arg: UInt) {
@@ -35,6 +39,7 @@ enum LifecycleOp: String, CaseIterable, Sendable {
         case .forEachPurgeUnit: return (entered, UInt(AllocHookOp.collectUnits.rawValue))
         case .releaseFreeMemory: return (entered, UInt(AllocHookOp.release.rawValue))
         case .statistics: return (entered, UInt(AllocHookOp.statistics.rawValue))
+        case .releaseClockRound: return (entered, UInt(AllocHookOp.releaseClock.rawValue))
         }
     }
 
@@ -80,7 +85,8 @@ final class FailureLog: Sendable {
 
 func runLifecycleRow(_ row: LifecycleRow) throws -> [String] {
     let log = FailureLog()
-    let slot = AllocatorSlot(try VolatileAllocator(options: .init(releaseDelay: .seconds(600), arenaCount: 1)))
+    let delay: Duration = row.op == .releaseClockRound ? .zero : .seconds(600)
+    let slot = AllocatorSlot(try VolatileAllocator(options: .init(releaseDelay: delay, arenaCount: 1)))
     let a0 = slot.allocator!
     // The buffer the operation uses, and its neighbours.
     let span = BufferSlot(try a0.allocate(byteCount: 3 * page))
@@ -100,7 +106,10 @@ func runLifecycleRow(_ row: LifecycleRow) throws -> [String] {
     _ = a0.statistics  // warm up: nothing lazy happens inside the held window
     let (point, arg) = row.op.hold
     let held = TestThread {
-        arm(0, point, arg: arg, tid: currentTID(), set: Flag.a, waitAny: Flag.b, deadlineMs: 10_000, times: 1)
+        // The clock's round is held on the clock's thread; anything else
+        // on this one.
+        arm(0, point, arg: arg, tid: row.op == .releaseClockRound ? 0 : currentTID(), set: Flag.a, waitAny: Flag.b,
+            deadlineMs: 10_000, times: 1)
         let a = slot.allocator
         switch row.op {
         case .lockSpan, .lockSmall:
@@ -133,6 +142,9 @@ func runLifecycleRow(_ row: LifecycleRow) throws -> [String] {
         case .forEachPurgeUnit: a?.forEachPurgeUnit { _ in }
         case .releaseFreeMemory: a?.releaseFreeMemory()
         case .statistics: _ = a?.statistics
+        case .releaseClockRound:
+            // Freed unlocked with no delay: a round is due at once.
+            if var b = try? a?.allocate(byteCount: 7 * page) { b.unlock(); b.free() } else { log.add("allocate failed") }
         }
     }
     guard waitForFlags(Flag.a, seconds: 10) else {
@@ -153,6 +165,17 @@ func runLifecycleRow(_ row: LifecycleRow) throws -> [String] {
     }
     window.join()
     held.join()
+    if row.op == .releaseClockRound {
+        // The clock's thread must have left the hold before the rules are
+        // reset (else it would wait there past this row): a round of a
+        // probe allocator, queued behind the held one, passes a mark.
+        arm(2, Int32(VR_HOOK_ALLOC_LOCKED), arg: UInt(AllocHookOp.releaseClock.rawValue), set: Flag.d)
+        let probe = try VolatileAllocator(options: .init(releaseDelay: .zero, arenaCount: 1))
+        var p = try probe.allocate(byteCount: 3 * page)
+        p.unlock()
+        p.free()
+        if !waitForFlags(Flag.d, seconds: 10) { log.add("the release clock's thread did not come back from its hold") }
+    }
     // Afterwards: what is left still works, then goes.
     for b in [span, small] where !b.isEmpty {
         b.with { b in
