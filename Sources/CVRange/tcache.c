@@ -247,8 +247,8 @@ static void alloc_parent(void) {
 }
 
 // One thread: the forking one, which holds every lock. Busy bits set before
-// the fork become stale (new generation); the release clock's thread is gone,
-// so no arena counts as scheduled and the next free starts a new one.
+// the fork become stale (new generation); the release clock's thread is gone
+// and no arena counts as scheduled (a child starts no clock: ReleaseClock.swift).
 static void alloc_child(void) {
   __atomic_add_fetch(&vr_alloc_generation_word, 1, __ATOMIC_RELAXED);
   for (vr_alloc_link *l = alloc_arenas; l; l = l->next) {

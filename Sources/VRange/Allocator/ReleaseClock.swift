@@ -6,8 +6,12 @@
 // release round (one load on the free fast paths: the arena's release word,
 // in its magazine's cache line); the thread sleeps until the earliest round
 // is due, runs the rounds outside its lock, and sleeps for ever when nothing
-// is scheduled. It is started by the first free that needs it; a fork child
-// starts its own on its first free (tcache.c clears the release words).
+// is scheduled. It is started by the first free that needs it. A fork child
+// of a process that used the allocator starts none (POSIX allows a child of
+// a multithreaded process only async-signal-safe calls, and ThreadSanitizer
+// kills a child that starts a thread): there, as before the clock, the delay
+// is applied by later frees and by releaseFreeMemory (tcache.c clears the
+// release words at fork).
 import CVRange
 
 enum ReleaseClock {
@@ -90,10 +94,11 @@ extension Arena {
         if !magazine.releaseScheduled { scheduleRelease(afterMs: config.releaseDelayMs) }
     }
 
-    /// Schedules a release round `ms` from now, unless one is scheduled.
+    /// Schedules a release round `ms` from now, unless one is scheduled (or
+    /// this process is a fork child: no clock there).
     @inline(never)
     func scheduleRelease(afterMs ms: UInt32) {
-        guard magazine.words[Magazine.releaseWord].compareExchange(
+        guard vr_alloc_generation() == 0, magazine.words[Magazine.releaseWord].compareExchange(
             expected: 0, desired: 1, ordering: .sequentiallyConsistent).exchanged else { return }
         ReleaseClock.schedule(self, at: Kernel.nanoseconds() &+ (UInt64(ms) + ReleaseClock.slackMs) * 1_000_000)
     }

@@ -54,7 +54,9 @@ public final class VolatileAllocator: Sendable {
         /// (plus 10 ms) after the free, without any further call; spans a
         /// thread's cache or an arena's magazine kept for reuse rejoin the
         /// free lists at one round and go back at the next (within about
-        /// twice the delay). Counted in whole
+        /// twice the delay). In the child of a fork the clock does not run:
+        /// freed memory goes back on later frees (a scan every quarter of the
+        /// delay) and by `releaseFreeMemory`. Counted in whole
         /// milliseconds; a delay longer than `maxReleaseDelay` (2^31 − 1 ms,
         /// about 24.8 days) is clamped to it; a negative one is refused.
         public var releaseDelay: Duration
