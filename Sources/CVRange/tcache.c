@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 __thread vr_tcache *vr_tcache_current __attribute__((tls_model("initial-exec")));
@@ -208,3 +209,102 @@ void vr_tcache_census(uint64_t token, uint64_t *spans, uint64_t *pages) {
 }
 
 uint64_t vr_tcache_barriers(void) { return atomic_load(&barriers); }
+
+// MARK: - The allocator's registry: every arena's lock at fork, the release clock
+//
+// Lock order (the at-fork prepare handler takes them so, at layer
+// VR_FORK_ALLOCATOR): alloc_lock, then every arena's lock in list order (an
+// arena's lock is never held while alloc_lock or another arena's lock is
+// taken). The slab page words' busy bits are not waited for: a busy word
+// carries the fork generation it was set in, and a thread of a later
+// generation (a fork child's) finishes the transition its dead owner began
+// (Segment.recoverStaleBusy).
+
+static pthread_mutex_t alloc_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t alloc_cond;
+static pthread_once_t alloc_once = PTHREAD_ONCE_INIT;
+static vr_alloc_link *alloc_arenas;  // under alloc_lock
+static int releaser_started;         // under alloc_lock
+uint32_t vr_alloc_generation_word;   // atomic accesses only
+
+static void init_cond(void) {
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&alloc_cond, &attr);
+  pthread_condattr_destroy(&attr);
+}
+
+static void alloc_prepare(void) {
+  VR_HOOK(VR_HOOK_ALLOC_FORK_PREPARE, 0);
+  pthread_mutex_lock(&alloc_lock);
+  for (vr_alloc_link *l = alloc_arenas; l; l = l->next) pthread_mutex_lock(l->mutex);
+}
+
+static void alloc_parent(void) {
+  for (vr_alloc_link *l = alloc_arenas; l; l = l->next) pthread_mutex_unlock(l->mutex);
+  pthread_mutex_unlock(&alloc_lock);
+}
+
+// One thread: the forking one, which holds every lock. Busy bits set before
+// the fork become stale (new generation); the release clock's thread is gone
+// and no arena counts as scheduled (a child starts no clock: ReleaseClock.swift).
+static void alloc_child(void) {
+  __atomic_add_fetch(&vr_alloc_generation_word, 1, __ATOMIC_RELAXED);
+  for (vr_alloc_link *l = alloc_arenas; l; l = l->next) {
+    if (l->release_flag) __atomic_store_n(l->release_flag, 0, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(l->mutex);
+  }
+  releaser_started = 0;
+  init_cond();  // a waiter of the parent's may be recorded in it
+  pthread_mutex_unlock(&alloc_lock);
+}
+
+static void alloc_init(void) {
+  init_cond();
+  vr_atfork_register(VR_FORK_ALLOCATOR, alloc_prepare, alloc_parent, alloc_child);
+}
+
+void vr_alloc_link_arena(vr_alloc_link *l) {
+  pthread_once(&alloc_once, alloc_init);
+  pthread_mutex_lock(&alloc_lock);
+  l->prev = NULL;
+  l->next = alloc_arenas;
+  if (alloc_arenas) alloc_arenas->prev = l;
+  alloc_arenas = l;
+  pthread_mutex_unlock(&alloc_lock);
+}
+
+void vr_alloc_unlink_arena(vr_alloc_link *l) {
+  pthread_mutex_lock(&alloc_lock);
+  if (l->prev) l->prev->next = l->next; else alloc_arenas = l->next;
+  if (l->next) l->next->prev = l->prev;
+  l->prev = l->next = NULL;
+  pthread_mutex_unlock(&alloc_lock);
+}
+
+void vr_alloc_lock(void) {
+  pthread_once(&alloc_once, alloc_init);
+  pthread_mutex_lock(&alloc_lock);
+}
+
+void vr_alloc_unlock(void) { pthread_mutex_unlock(&alloc_lock); }
+
+void vr_alloc_wait(uint64_t deadline_ns) {
+  if (deadline_ns == 0) {
+    pthread_cond_wait(&alloc_cond, &alloc_lock);
+    return;
+  }
+  struct timespec ts = {.tv_sec = (time_t)(deadline_ns / 1000000000u), .tv_nsec = (long)(deadline_ns % 1000000000u)};
+  pthread_cond_timedwait(&alloc_cond, &alloc_lock, &ts);
+}
+
+void vr_alloc_wake(void) { pthread_cond_signal(&alloc_cond); }
+
+int vr_alloc_claim_releaser(void) {
+  if (releaser_started) return 0;
+  releaser_started = 1;
+  return 1;
+}
+
+void vr_alloc_releaser_failed(void) { releaser_started = 0; }

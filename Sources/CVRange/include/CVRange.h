@@ -293,7 +293,11 @@ enum {
   VR_HOOK_TCACHE_INSIDE = 17,        // a thread cache's owner entered, before its entries (arg: 1 take, 2 put)
   VR_HOOK_TCACHE_DRAIN_FLAGGED = 18, // a drain stopped the caches holding its spans, after its barrier (arg: token)
   VR_HOOK_REGION_CHECKED = 19,       // a region's status, pageStates or pageOut passed its checks (arg: base)
-  VR_HOOK_POINTS = 20,
+  VR_HOOK_ALLOC_ENTERED = 20,        // allocator: an operation began, before its arena's lock (arg: AllocHookOp)
+  VR_HOOK_ALLOC_LOCKED = 21,         // allocator: an operation holds its arena's lock (arg: AllocHookOp)
+  VR_HOOK_ALLOC_SLAB_BUSY = 22,      // allocator: a slab page word is busy (arg: 1 first lock, 2 last unlock)
+  VR_HOOK_ALLOC_FORK_PREPARE = 23,   // allocator: the at-fork prepare handler, before it takes the arenas' locks
+  VR_HOOK_POINTS = 24,
 };
 
 /// Whether this build has the hook points compiled in.

@@ -23,6 +23,7 @@
 #ifndef VR_TCACHE_H
 #define VR_TCACHE_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -134,6 +135,46 @@ void vr_tcache_census(uint64_t token, uint64_t *spans, uint64_t *pages);
 
 /// Test only: membarrier calls made by drains so far.
 uint64_t vr_tcache_barriers(void);
+
+// MARK: - The allocator's registry (tcache.c): arenas' locks at fork, the release clock
+
+/// One arena, as the at-fork handlers see it: its lock, and its "release
+/// scheduled" word (cleared in a fork child, whose release clock is gone).
+typedef struct vr_alloc_link {
+  pthread_mutex_t *mutex;
+  uint64_t *release_flag;
+  struct vr_alloc_link *prev, *next;  // under the registry lock
+} vr_alloc_link;
+
+/// Adds an arena (made by the caller, alive until unlinked) to the arenas
+/// whose locks the at-fork prepare handler takes (layer VR_FORK_ALLOCATOR:
+/// the registry lock, then each arena's lock, newest first); the parent
+/// releases them, the child releases them and starts a new fork generation.
+/// Never called with an arena's lock held.
+void vr_alloc_link_arena(vr_alloc_link *link);
+/// Removes it (before the arena's lock is destroyed).
+void vr_alloc_unlink_arena(vr_alloc_link *link);
+
+/// The fork generation: 0 in a process that never forked with the allocator
+/// in use, one more in each fork child. A slab page word made busy records
+/// it; a busy word of an older generation has no owner any more.
+extern uint32_t vr_alloc_generation_word;
+static inline uint32_t vr_alloc_generation(void) {
+  return __atomic_load_n(&vr_alloc_generation_word, __ATOMIC_RELAXED);
+}
+
+/// The registry lock, which also guards the release clock's schedule; a
+/// condition variable on it (CLOCK_MONOTONIC deadline in ns; 0 waits until
+/// woken) for the release clock's thread.
+void vr_alloc_lock(void);
+void vr_alloc_unlock(void);
+void vr_alloc_wait(uint64_t deadline_ns);
+void vr_alloc_wake(void);
+/// Under the lock: 1 when the caller must start the release clock's thread
+/// (none runs in this process yet), else 0; `failed` undoes a claim whose
+/// thread could not start.
+int vr_alloc_claim_releaser(void);
+void vr_alloc_releaser_failed(void);
 
 #ifdef __cplusplus
 }

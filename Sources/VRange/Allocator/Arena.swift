@@ -3,7 +3,24 @@
 // picks by thread), so buffers of different threads live in different
 // segments, hence different regions and volatility-map cache lines. The lock
 // is taken by allocate and free only: lock/unlock of a buffer never takes it.
+import CVRange
 import Synchronization
+
+/// The operations of an arena, as test hooks name them (the argument of
+/// VR_HOOK_ALLOC_ENTERED and VR_HOOK_ALLOC_LOCKED).
+enum AllocHookOp: Int {
+    case allocateSpan = 1, allocateSlot, freeSpan, freeSlot, release, collectUnits, purgeUnit, statistics, abandon,
+         releaseClock
+}
+
+extension TestHook {
+    /// An arena operation began, before it takes the arena's lock.
+    @inline(__always)
+    static func entered(_ op: AllocHookOp) { fire(Int32(VR_HOOK_ALLOC_ENTERED), op.rawValue) }
+    /// An arena operation holds the arena's lock.
+    @inline(__always)
+    static func locked(_ op: AllocHookOp) { fire(Int32(VR_HOOK_ALLOC_LOCKED), op.rawValue) }
+}
 
 /// What every arena of an allocator shares.
 struct AllocatorConfig: Sendable {
@@ -42,15 +59,30 @@ final class Arena: @unchecked Sendable {
     let releasedBytes = Atomic<Int>(0)
     /// Hot spans freed while locked (see Magazine).
     let magazine = Magazine()
+    /// This arena in the allocator's registry (tcache.c): the at-fork
+    /// handlers take its lock (layer VR_FORK_ALLOCATOR) and reset its
+    /// release word in a fork child.
+    private let forkLink: UnsafeMutablePointer<vr_alloc_link>
 
     init(index: Int, config: AllocatorConfig) {
         self.index = index
         self.config = config
         state = Locked(ArenaState(lists: SpanLists(classCount: config.classes.sizes.count),
                                  nextSegmentBytes: config.firstSegmentBytes))
+        forkLink = .allocate(capacity: 1)
+        forkLink.initialize(to: vr_alloc_link(
+            mutex: state.mutex,
+            release_flag: UnsafeMutableRawPointer(magazine.words + Magazine.releaseWord).assumingMemoryBound(to: UInt64.self),
+            prev: nil, next: nil))
+        vr_alloc_link_arena(forkLink)
     }
 
-    deinit { magazine.deallocate() }
+    deinit {
+        // Out of the registry before the lock and the magazine go.
+        vr_alloc_unlink_arena(forkLink)
+        forkLink.deallocate()
+        magazine.deallocate()
+    }
 
     // MARK: - The magazine (lock-free fast path of page spans)
 
@@ -120,7 +152,9 @@ final class Arena: @unchecked Sendable {
     /// A span of `pages` pages, locked (non-volatile). Returns the segment
     /// and first page.
     func allocateSpan(pages: Int) throws(VRangeError) -> (Segment, Int) {
+        TestHook.entered(.allocateSpan)
         let (seg, page, mayBeVolatile) = try state.withLock { s throws(VRangeError) -> (Segment, Int, Bool) in
+            TestHook.locked(.allocateSpan)
             var found = s.lists.takeFree(pages)
             if found == nil {
                 let seg = try addSegment(&s, pages: pages)
@@ -144,7 +178,9 @@ final class Arena: @unchecked Sendable {
     /// A slot of size class `c`, locked. Returns the segment, page and slot.
     func allocateSlot(sizeClass c: Int) throws(VRangeError) -> (Segment, Int, Int) {
         let slots = config.classes.slotsPerPage(c)
+        TestHook.entered(.allocateSlot)
         let (seg, page, slot) = try state.withLock { s throws(VRangeError) -> (Segment, Int, Int) in
+            TestHook.locked(.allocateSlot)
             if s.lists.partial[c].isEmpty {
                 var found = s.lists.takeFree(1)
                 if found == nil {
@@ -189,7 +225,10 @@ final class Arena: @unchecked Sendable {
         defer { me.release() }
         let now = Self.nowMs()
         seg.stamp(page: page)
+        TestHook.entered(.freeSpan)
         let work: ReleaseWork = state.withLock { s in
+            TestHook.locked(.freeSpan)
+            if !seg.lostAtBegin.isEmpty { seg.lostAtBegin[page] = nil }
             seg.liveBuffers -= 1
             s.liveBuffers -= 1
             s.liveBytes -= pages << config.pageShift
@@ -197,6 +236,7 @@ final class Arena: @unchecked Sendable {
             return afterFree(&s, seg, now: now)
         }
         if !work.isEmpty { finishRelease(work) }
+        noteFree()
     }
 
     /// Frees a slot (already unlocked on its page word if it was locked).
@@ -204,7 +244,9 @@ final class Arena: @unchecked Sendable {
         let me = Unmanaged.passRetained(self)  // see freeSpan
         defer { me.release() }
         let now = Self.nowMs()
+        TestHook.entered(.freeSlot)
         let work: ReleaseWork = state.withLock { s in
+            TestHook.locked(.freeSlot)
             let c = Int(seg.tags[page].sizeClass)
             let all = UInt32(truncatingIfNeeded: (1 << UInt64(config.classes.slotsPerPage(c))) - 1)
             let before = seg.tags[page].aux
@@ -223,6 +265,7 @@ final class Arena: @unchecked Sendable {
             return afterFree(&s, seg, now: now)
         }
         if !work.isEmpty { finishRelease(work) }
+        noteFree()
     }
 
     /// After a free, under the lock: an abandoned arena drops an empty
@@ -244,22 +287,42 @@ final class Arena: @unchecked Sendable {
         return ReleaseWork()
     }
 
+    // MARK: - Ranges lost at a failed beginContentAccess
+
+    /// Keeps the ranges a failed `beginContentAccess` of the span at `page`
+    /// found purged, for its next `lock()`.
+    func rememberLost(_ seg: Segment, page: Int, _ ranges: [Range<Int>]) {
+        state.withLock { _ in
+            let earlier = seg.lostAtBegin[page] ?? []
+            seg.lostAtBegin[page] = mergedRanges(earlier, ranges)
+        }
+    }
+
+    /// Takes them back (nil: none kept).
+    func takeLost(_ seg: Segment, page: Int) -> [Range<Int>]? {
+        state.withLock { _ in seg.lostAtBegin.removeValue(forKey: page) }
+    }
+
     // MARK: - Delayed release
 
     /// Under the lock: free spans older than `delayMs` are marked volatile
     /// (so that no allocation can pass them unnoticed) and queued for purging;
     /// wholly free segments are queued for dropping, except an arena's last
     /// ordinary segment.
-    private func collectExpired(_ s: inout ArenaState, now: UInt32, delayMs: UInt32) -> ReleaseWork {
+    func collectExpired(_ s: inout ArenaState, now: UInt32, delayMs: UInt32) -> ReleaseWork {
         drainMagazine(&s)
         var candidates: [SpanRef] = []
+        var soonest = UInt32.max
         for b in 0..<SpanLists.bucketCount where !s.lists.buckets[b].isEmpty {
             for r in s.lists.buckets[b] {
                 let tag = s.lists.segments[refSegment(r)]!.tags[refPage(r)]
-                if tag.flags & FreeFlags.released == 0 && now &- tag.aux >= delayMs { candidates.append(r) }
+                guard tag.flags & FreeFlags.released == 0 else { continue }
+                let age = now &- tag.aux
+                if age >= delayMs { candidates.append(r) } else { soonest = min(soonest, delayMs - age) }
             }
         }
         var work = ReleaseWork()
+        if soonest != .max { work.nextExpiryMs = soonest }
         for r in candidates {
             let seg = s.lists.segments[refSegment(r)]!
             let page = refPage(r)
@@ -278,7 +341,7 @@ final class Arena: @unchecked Sendable {
     }
 
     /// Outside the lock: purge what `collectExpired` queued; drop segments.
-    private func finishRelease(_ work: consuming ReleaseWork) {
+    func finishRelease(_ work: consuming ReleaseWork) {
         if work.drainCaches { ThreadCache.drain(token: config.cacheToken) }
         var released = 0
         for (seg, range) in work.purges { released += seg.backing.purge(range) }
@@ -292,7 +355,9 @@ final class Arena: @unchecked Sendable {
     /// given back to the kernel.
     func release(olderThanMs delayMs: UInt32) -> Int {
         let before = releasedBytes.load(ordering: .relaxed)
+        TestHook.entered(.release)
         let work: ReleaseWork = state.withLock { s in
+            TestHook.locked(.release)
             let now = Self.nowMs()
             s.lastReleaseScanMs = now
             return collectExpired(&s, now: now, delayMs: delayMs)
@@ -305,7 +370,9 @@ final class Arena: @unchecked Sendable {
     /// the others when their last buffer is freed. Segments keep the arena
     /// alive until then.
     func abandon() {
+        TestHook.entered(.abandon)
         let drop: [Segment] = state.withLock { s in
+            TestHook.locked(.abandon)
             s.abandoned = true
             // Closed first, so that a free racing with this cannot leave a
             // span in the magazine after the drain (its segment would stay).
@@ -328,5 +395,22 @@ struct ReleaseWork {
     var drops: [Segment] = []
     /// Whether to drain the allocator's thread caches (outside the lock).
     var drainCaches = false
+    /// In how many ms the soonest free span left unreleased expires (nil:
+    /// none is left).
+    var nextExpiryMs: UInt32?
     var isEmpty: Bool { purges.isEmpty && drops.isEmpty && !drainCaches }
+}
+
+/// The union of two lists of ranges, ascending and disjoint (touching
+/// ranges merged).
+func mergedRanges(_ a: [Range<Int>], _ b: [Range<Int>]) -> [Range<Int>] {
+    var out: [Range<Int>] = []
+    for r in (a + b).sorted(by: { $0.lowerBound < $1.lowerBound }) where !r.isEmpty {
+        if let last = out.last, r.lowerBound <= last.upperBound {
+            out[out.count - 1] = last.lowerBound..<max(last.upperBound, r.upperBound)
+        } else {
+            out.append(r)
+        }
+    }
+    return out
 }

@@ -14,9 +14,12 @@ struct Magazine: @unchecked Sendable {
     static let tableCapacity = 1024
 
     /// Entries: segment slot << 54 | first page << 22 | pages; 0 = empty.
-    /// Word `closedWord` (same cache line) is 1 once the arena is abandoned.
+    /// Word `closedWord` (same cache line) is 1 once the arena is abandoned;
+    /// word `releaseWord` is 1 while the arena is on the release clock's
+    /// schedule (ReleaseClock).
     let words: UnsafeMutablePointer<Atomic<UInt64>>
     static let closedWord = 7
+    static let releaseWord = 6
     /// Segment slot -> segment, readable without the arena's lock. Written
     /// under the lock when a segment is added or dropped; a segment with an
     /// entry here is never dropped (its spans count as live).

@@ -67,10 +67,15 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
                 let pages = (count - 1) >> seg.pageShift + 1
                 // Fast paths: a span freed while locked goes to this thread's
                 // cache (plain stores), else to its arena's magazine (a CAS).
+                // Either way the arena goes on the release clock's schedule
+                // unless it is on it (one load).
                 if locked {
-                    if seg.cacheToken != 0 && pages <= ThreadCache.maxPages
-                        && ThreadCache.put(seg, page: page, pages: pages) { return }
-                    if seg.magazine.put(local: seg.localIndex, page: page, pages: pages) { return }
+                    if (seg.cacheToken != 0 && pages <= ThreadCache.maxPages
+                        && ThreadCache.put(seg, page: page, pages: pages))
+                        || seg.magazine.put(local: seg.localIndex, page: page, pages: pages) {
+                        if !seg.magazine.releaseScheduled { seg.arena.scheduleRelease(afterMs: seg.arena.config.releaseDelayMs) }
+                        return
+                    }
                 }
                 seg.arena.freeSpan(seg, page: page, pages: pages, wasLocked: locked)
             } else {
@@ -156,9 +161,12 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
             return LockResult(purgedRanges: seg.lockSlot(page: offset >> seg.pageShift, slot: slot) ? [0..<count] : [])
         }
         if discarded {
-            // A beginContentAccess found the contents gone earlier.
+            // A beginContentAccess found these bytes gone earlier (and
+            // zero-filled them): they are lost too. A buffer sharing its page
+            // lost all of it.
             discarded = false
-            result = LockResult(purgedRanges: [0..<count])
+            let earlier = slot < 0 ? segment.arena.takeLost(segment, page: page) : nil
+            result = LockResult(purgedRanges: earlier.map { mergedRanges($0, result.purgedRanges) } ?? [0..<count])
         }
         return result
     }
@@ -191,16 +199,19 @@ public struct PurgeableBuffer: ~Copyable, Sendable {
     /// `NSPurgeableData.beginContentAccess`: locks the buffer if its contents
     /// are still there and returns true; returns false (and leaves it
     /// unlocked) once they were discarded — and keeps returning false, until
-    /// a `lock()` takes the zeroed buffer back (reporting it purged).
+    /// a `lock()` takes the buffer back, reporting exactly the ranges lost
+    /// (those this call found purged, and any purged since).
     public mutating func beginContentAccess() -> Bool {
         if discarded { return false }
         if locks > 0 {
             lock()
             return true
         }
-        if lock().wasPurged {
+        let r = lock()
+        if r.wasPurged {
             unlock()
             discarded = true
+            if slot < 0 { segment.arena.rememberLost(segment, page: page, r.purgedRanges) }
             return false
         }
         return true

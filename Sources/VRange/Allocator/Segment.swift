@@ -1,7 +1,13 @@
 // One segment of an allocator: a region carved into page spans, plus the
 // per-page bookkeeping that lives outside it (its pages may be purged, so no
 // metadata is ever stored in them). Owned by one arena.
+import CVRange
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 final class Segment: @unchecked Sendable {
     let backing: SegmentBacking
@@ -16,6 +22,11 @@ final class Segment: @unchecked Sendable {
     var localIndex: Int = 0
     /// Buffers allocated in this segment and not freed (under the arena's lock).
     var liveBuffers = 0
+    /// Page-span buffers whose `beginContentAccess` found bytes purged, by
+    /// first page: the ranges lost (relative to the buffer), which their
+    /// next `lock()` reports (under the arena's lock; rare, hence not in the
+    /// buffer itself, which stays four words).
+    var lostAtBegin: [Int: [Range<Int>]] = [:]
     /// Whether this segment was made for one oversized buffer.
     let dedicated: Bool
     /// Its arena's magazine (two pointers: reachable without retaining the
@@ -49,20 +60,33 @@ final class Segment: @unchecked Sendable {
         self.magazine = arena.magazine
         self.cacheToken = arena.config.cacheToken
         self.dedicated = dedicated
-        tags = .allocate(capacity: pageCount)
-        tags.initialize(repeating: PageTag(), count: pageCount)
-        let words = UnsafeMutableRawPointer.allocate(byteCount: 16 * pageCount, alignment: 64)
-        words.initializeMemory(as: UInt64.self, repeating: 0, count: 2 * pageCount)
+        // Bookkeeping in its own anonymous mapping, zero-filled by the
+        // kernel (a zero PageTag is an interior page, a zero word an empty
+        // slab page): only the pages of it that spans touch become
+        // resident, so a large segment costs no eager metadata (a 8 TiB
+        // buffer once asked malloc for 64 GiB of tags and aborted).
+        let tagBytes = (pageCount * MemoryLayout<PageTag>.stride + 63) & ~63
+        let metadataSize = tagBytes + 16 * pageCount
+        let raw = mmap(nil, metadataSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let raw, raw != MAP_FAILED else {
+            let e = errno
+            backing.close()
+            throw .system(SystemError(call: "mmap", errno: e))
+        }
+        metadataBytes = metadataSize
+        tags = raw.bindMemory(to: PageTag.self, capacity: pageCount)
+        let words = raw + tagBytes
         pageWords = words.assumingMemoryBound(to: Atomic<UInt64>.self)
         stamps = (words + 8 * pageCount).assumingMemoryBound(to: Atomic<UInt64>.self)
     }
 
     deinit {
-        tags.deinitialize(count: pageCount)
-        tags.deallocate()
-        UnsafeMutableRawPointer(pageWords).deallocate()
+        munmap(UnsafeMutableRawPointer(tags), metadataBytes)
         backing.close()
     }
+
+    /// Size of the bookkeeping mapping (tags, page words, stamps).
+    private let metadataBytes: Int
 
     /// Bytes of bookkeeping per page, outside the region (the region's own
     /// volatility map comes on top: 2 bits a page).
@@ -81,12 +105,41 @@ final class Segment: @unchecked Sendable {
 
     // MARK: - Slab pages: lock-free sharing of one page by several buffers
 
-    /// Spins briefly, then yields, while a page word is busy.
+    /// Spins briefly, then yields, while a page word is busy. A busy bit set
+    /// before a fork (its owner does not exist here) is taken over and its
+    /// transition finished.
     @inline(__always)
     private func waitWhileBusy(_ page: Int, spins: inout Int) -> UInt64 {
         spins += 1
-        if spins > 64 { Kernel.yield() }
+        if spins > 64 {
+            let w = pageWords[page].load(ordering: .acquiring)
+            if w & SlabWord.busy != 0 && SlabWord.isStale(w) { recoverStaleBusy(page: page, w) }
+            Kernel.yield()
+        }
         return pageWords[page].load(ordering: .acquiring)
+    }
+
+    /// In a fork child: page word `w` was made busy by a thread of the parent
+    /// that was in the middle of a first lock or a last unlock. One waiter
+    /// takes the transition over (a CAS to a busy word of this generation)
+    /// and finishes it as its owner would have: the owner's buffer, if this
+    /// process still reaches it, is locked (first lock: counted, the page
+    /// non-volatile, every lost bit kept for its slot to learn) or unlocked
+    /// (last unlock: the page volatile).
+    @inline(never)
+    private func recoverStaleBusy(page: Int, _ w: UInt64) {
+        let word = pageWords + page
+        guard word.pointee.compareExchange(expected: w, desired: SlabWord.busyWord(w),
+                                           ordering: .acquiringAndReleasing).exchanged else { return }
+        if w & SlabWord.volatile != 0 {
+            var lost = w & SlabWord.lostMask
+            if backing.markNonVolatile(bytes(pages: page, 1)).wasPurged { lost = SlabWord.lostMask }
+            word.pointee.store(lost | SlabWord.countOne, ordering: .releasing)
+        } else {
+            stamp(page: page)
+            backing.markVolatile(bytes(pages: page, 1))
+            word.pointee.store((w & SlabWord.lostMask) | SlabWord.volatile, ordering: .releasing)
+        }
     }
 
     /// Slot `slot` of slab page `page` becomes locked: the page is marked
@@ -112,8 +165,9 @@ final class Segment: @unchecked Sendable {
             // First lock on a volatile page: hold it busy while the region
             // marks it non-volatile, so no unlock can re-mark it meanwhile.
             let (done, seen) = word.pointee.compareExchange(
-                expected: w, desired: w | SlabWord.busy, ordering: .acquiringAndReleasing)
+                expected: w, desired: SlabWord.busyWord(w), ordering: .acquiringAndReleasing)
             if !done { w = seen; continue }
+            TestHook.fire(Int32(VR_HOOK_ALLOC_SLAB_BUSY), 1)
             var lost = w & SlabWord.lostMask
             if backing.markNonVolatile(bytes(pages: page, 1)).wasPurged {
                 // Everyone on the page lost their contents; each learns at
@@ -145,11 +199,13 @@ final class Segment: @unchecked Sendable {
                 continue
             }
             let (done, seen) = word.pointee.compareExchange(
-                expected: w, desired: (w &- SlabWord.countOne) | SlabWord.busy, ordering: .acquiringAndReleasing)
+                expected: w, desired: SlabWord.busyWord(w &- SlabWord.countOne), ordering: .acquiringAndReleasing)
             if !done { w = seen; continue }
+            TestHook.fire(Int32(VR_HOOK_ALLOC_SLAB_BUSY), 2)
             stamp(page: page)
             backing.markVolatile(bytes(pages: page, 1))
-            word.pointee.store((w &- SlabWord.countOne) | SlabWord.volatile, ordering: .releasing)
+            word.pointee.store(((w &- SlabWord.countOne) & ~SlabWord.generationMask) | SlabWord.volatile,
+                               ordering: .releasing)
             return
         }
     }

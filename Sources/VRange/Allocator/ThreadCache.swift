@@ -78,7 +78,10 @@ enum ThreadCache {
         let seg = Unmanaged<Segment>.fromOpaque(UnsafeRawPointer(bitPattern: segment)!)
         let page = Int(span >> 16), pages = Int(span & 0xFFFF)
         seg._withUnsafeGuaranteedRef { seg in
-            if seg.magazine.put(local: seg.localIndex, page: page, pages: pages) { return }
+            if seg.magazine.put(local: seg.localIndex, page: page, pages: pages) {
+                seg.arena.noteFree()
+                return
+            }
             seg.arena.freeSpan(seg, page: page, pages: pages, wasLocked: true)
         }
     }
@@ -95,7 +98,9 @@ enum ThreadCache {
 
     /// Takes every span of allocator `token` out of every thread's cache and
     /// frees it to its arena. `closing`: the allocator's magazines are closed
-    /// (its deinit), and no put may slip past. Must not be called with an
+    /// (its deinit), and no put may slip past; a release round passes it
+    /// too, for its first barrier (a put that did not see the arena's
+    /// release word cleared is then visible to the drain). Must not be called with an
     /// arena lock held. Token 0 (an allocator without caches) drains nothing.
     static func drain(token: UInt64, closing: Bool = false) {
         guard token != 0 else { return }

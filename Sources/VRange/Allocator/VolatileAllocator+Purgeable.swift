@@ -38,7 +38,9 @@ extension VolatileAllocator: PurgeableMemory {
 extension Arena {
     func collectUnits(into units: inout [PurgeUnit]) {
         let arenaBits = index << 48
+        TestHook.entered(.collectUnits)
         state.withLock { s in
+            TestHook.locked(.collectUnits)
             // Hot spans become free spans, so that a purger can take them.
             drainMagazine(&s)
             for case let seg? in s.lists.segments {
@@ -82,7 +84,9 @@ extension Arena {
     }
 
     func purgeUnit(local: Int, page: Int) -> Int {
+        TestHook.entered(.purgeUnit)
         let target: (Segment, Range<Int>, Bool)? = state.withLock { s in
+            TestHook.locked(.purgeUnit)
             guard local < s.lists.segments.count, let seg = s.lists.segments[local], page < seg.pageCount else { return nil }
             let tag = seg.tags[page]
             guard tag.unused & TagRole.first != 0 else { return nil }

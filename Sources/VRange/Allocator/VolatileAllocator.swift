@@ -2,6 +2,11 @@
 // (DESIGN.md §8). Large buffers are page spans with best-fit free lists and a
 // delayed release; small ones share slab pages. Threads are spread over
 // arenas with their own segments; lock/unlock takes no lock at all.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// An allocator of `PurgeableBuffer`s: memory that is volatile (purgeable)
 /// while unlocked.
@@ -12,10 +17,12 @@
 ///   Freed spans are kept in 256 size-bucketed lists (best fit, most
 ///   recently freed first, merged with free neighbours) and stay resident:
 ///   allocate/free churn costs no system call. Spans free for longer than
-///   `Options.releaseDelay` are purged (`MADV_DONTNEED`) on a later free or
-///   by `releaseFreeMemory(olderThan:)`; a purger purges them first of all
+///   `Options.releaseDelay` are purged (`MADV_DONTNEED`) by the release
+///   clock, one thread per process shared by every allocator, whether or not
+///   the allocator is called again (also on a later free, and by
+///   `releaseFreeMemory(olderThan:)`); a purger purges them first of all
 ///   (they are purge units of class `.veryLow`). Wholly free segments are
-///   unmapped.
+///   unmapped, except each arena's last one.
 /// - Smaller buffers share slab pages of 11 size classes (128 B to half a
 ///   page). A shared page is marked volatile only when every buffer on it is
 ///   unlocked; a buffer whose page was purged learns it at its next lock,
@@ -42,7 +49,16 @@ public final class VolatileAllocator: Sendable {
         public var maxSegmentBytes: Int
         /// How long freed memory stays resident for reuse before it goes back
         /// to the kernel. Default 1 second (mimalloc's purge delay is 10 ms,
-        /// Chromium's discardable heap waits minutes).
+        /// Chromium's discardable heap waits minutes). The release clock's
+        /// thread gives it back between the delay and a quarter of it more
+        /// (plus 10 ms) after the free, without any further call; spans a
+        /// thread's cache or an arena's magazine kept for reuse rejoin the
+        /// free lists at one round and go back at the next (within about
+        /// twice the delay). In the child of a fork the clock does not run:
+        /// freed memory goes back on later frees (a scan every quarter of the
+        /// delay) and by `releaseFreeMemory`. Counted in whole
+        /// milliseconds; a delay longer than `maxReleaseDelay` (2^31 − 1 ms,
+        /// about 24.8 days) is clamped to it; a negative one is refused.
         public var releaseDelay: Duration
         /// Number of arenas (rounded up to a power of two); nil picks twice
         /// the number of online CPUs.
@@ -97,6 +113,15 @@ public final class VolatileAllocator: Sendable {
         public var metadataBytes: Int
     }
 
+    /// The longest release delay (and age for `releaseFreeMemory`) counted:
+    /// 2^31 − 1 ms (about 24.8 days); longer ones are clamped to it.
+    public static let maxReleaseDelay = Duration.milliseconds(Int64(Int32.max))
+
+    /// The largest buffer: the machine's physical memory (and 2^32 − 1
+    /// pages). A buffer that could never be resident whole is refused with
+    /// `.invalidSize`, as are segment sizes above it.
+    public static var maxBufferSize: Int { Kernel.physicalMemoryBytes }
+
     public let options: Options
     let config: AllocatorConfig
     let arenas: [Arena]
@@ -111,14 +136,20 @@ public final class VolatileAllocator: Sendable {
 
     /// Makes an allocator. Nothing is mapped until the first allocation.
     ///
-    /// - Throws: `.invalidSize` when a segment size is not positive or the
-    ///   first segment is larger than `maxSegmentBytes`, or when `arenaCount`
-    ///   is not in 1...4096; `.unsupported` for a `.sharedFile` source with
-    ///   huge pages or a private mapping.
+    /// - Throws: `.invalidSize` when a segment size is not positive or above
+    ///   `maxBufferSize`, or the first segment is larger than
+    ///   `maxSegmentBytes`, or when `arenaCount` is not in 1...4096;
+    ///   `.invalidConfiguration` for a negative `releaseDelay`;
+    ///   `.unsupported` for a `.sharedFile` source with huge pages or a
+    ///   private mapping.
     public init(options: Options = Options()) throws(VRangeError) {
         let pageSize = Kernel.pageSize
         guard options.segmentBytes > 0 else { throw .invalidSize(options.segmentBytes) }
         guard options.maxSegmentBytes >= options.segmentBytes else { throw .invalidSize(options.maxSegmentBytes) }
+        guard options.maxSegmentBytes <= Self.maxBufferSize else { throw .invalidSize(options.maxSegmentBytes) }
+        guard options.releaseDelay >= .zero else {
+            throw .invalidConfiguration("releaseDelay \(options.releaseDelay): must not be negative")
+        }
         guard (1...4096).contains(options.arenaCount ?? 1) else { throw .invalidSize(options.arenaCount ?? 0) }
         if let reason = options.source.unsupportedReason { throw .unsupported(reason) }
         // A power of two, so that picking a thread's arena is a mask.
@@ -126,12 +157,10 @@ public final class VolatileAllocator: Sendable {
         while arenaCount < (options.arenaCount ?? min(64, 2 * Kernel.onlineCPUs)) { arenaCount <<= 1 }
         let first = try PageGeometry.roundedSize(options.segmentBytes, pageSize: pageSize)
         let most = try PageGeometry.roundedSize(options.maxSegmentBytes, pageSize: pageSize)
-        let (seconds, attoseconds) = options.releaseDelay.components
-        let ms = max(0, seconds) * 1000 + max(0, attoseconds) / 1_000_000_000_000_000
         let config = AllocatorConfig(
             source: options.source, pageSize: pageSize, pageShift: pageSize.trailingZeroBitCount,
             classes: SizeClasses(pageSize: pageSize), firstSegmentBytes: first, maxSegmentBytes: most,
-            releaseDelayMs: UInt32(clamping: ms), priority: options.purgePriority,
+            releaseDelayMs: Self.clampedMilliseconds(options.releaseDelay), priority: options.purgePriority,
             cacheToken: options.threadCache ? ThreadCache.newToken() : 0)
         self.options = options
         self.config = config
@@ -161,9 +190,10 @@ public final class VolatileAllocator: Sendable {
     /// (non-volatile); its contents are unspecified (zero where the memory is
     /// fresh or was released, else what an earlier buffer left there).
     ///
-    /// - Throws: `.invalidSize` for a size of zero or less or one too large
-    ///   to map; `.system` or `.unsupported` when a new segment cannot be
-    ///   mapped (out of memory, or the process's 4096 regions are in use).
+    /// - Throws: `.invalidSize` for a size of zero or less or above
+    ///   `maxBufferSize`; `.system` or `.unsupported` when a new segment
+    ///   cannot be mapped (out of memory, or the process's 4096 regions are
+    ///   in use).
     public func allocate(byteCount: Int) throws(VRangeError) -> PurgeableBuffer {
         guard byteCount > 0 else { throw .invalidSize(byteCount) }
         if byteCount > config.classes.maxSmall && byteCount <= Magazine.maxPages << config.pageShift {
@@ -185,7 +215,7 @@ public final class VolatileAllocator: Sendable {
             return PurgeableBuffer(segment: .passUnretained(seg), offset: offset, count: byteCount, slot: slot)
         }
         let bytes = try PageGeometry.roundedSize(byteCount, pageSize: config.pageSize)
-        guard bytes <= Int(UInt32.max) << config.pageShift else { throw .invalidSize(byteCount) }
+        guard bytes <= Int(UInt32.max) << config.pageShift, bytes <= Self.maxBufferSize else { throw .invalidSize(byteCount) }
         let (seg, page) = try arena.allocateSpan(pages: bytes >> config.pageShift)
         return PurgeableBuffer(segment: .passUnretained(seg), offset: page << config.pageShift, count: byteCount, slot: -1)
     }
@@ -193,15 +223,25 @@ public final class VolatileAllocator: Sendable {
     /// Gives free memory that has been free for at least `age` back to the
     /// kernel now (`MADV_DONTNEED` of free spans; wholly free segments are
     /// unmapped, except each arena's last one). Memory in use is never
-    /// touched.
+    /// touched. A negative age counts as zero; one above `maxReleaseDelay`
+    /// is clamped to it.
     ///
     /// - Returns: the bytes released.
     @discardableResult
     public func releaseFreeMemory(olderThan age: Duration = .zero) -> Int {
-        let (seconds, attoseconds) = age.components
-        let ms = UInt32(clamping: max(0, seconds) * 1000 + max(0, attoseconds) / 1_000_000_000_000_000)
+        let ms = Self.clampedMilliseconds(age)
         drainThreadCaches()
         return arenas.reduce(0) { $0 + $1.release(olderThanMs: ms) }
+    }
+
+    /// Whole milliseconds of `d`, in 0...`maxReleaseDelay` (saturating: no
+    /// duration traps).
+    static func clampedMilliseconds(_ d: Duration) -> UInt32 {
+        let (seconds, attoseconds) = d.components
+        if seconds < 0 || (seconds == 0 && attoseconds < 0) { return 0 }
+        let limit = Int64(Int32.max)
+        if seconds >= limit / 1000 + 1 { return UInt32(limit) }
+        return UInt32(min(limit, seconds * 1000 + attoseconds / 1_000_000_000_000_000))
     }
 
     /// Takes this allocator's spans out of every thread's cache, back to
@@ -223,7 +263,9 @@ public final class VolatileAllocator: Sendable {
             let cached = arena.magazine.census(pageShift: config.pageShift)
             s.liveBuffers -= cached.spans
             s.liveBytes -= cached.bytes
+            TestHook.entered(.statistics)
             arena.state.withLock { a in
+                TestHook.locked(.statistics)
                 s.liveBuffers += a.liveBuffers
                 s.liveBytes += a.liveBytes
                 s.segments += a.segmentCount
@@ -236,4 +278,13 @@ public final class VolatileAllocator: Sendable {
         s.metadataBytes = (s.mappedBytes >> config.pageShift) * Segment.metadataBytesPerPage
         return s
     }
+}
+
+extension Kernel {
+    /// The machine's physical memory in bytes (sysconf: _SC_PHYS_PAGES
+    /// pages), capped at 2^32 − 1 pages (what a span's tag can count).
+    static let physicalMemoryBytes: Int = {
+        let pages = Int(sysconf(Int32(_SC_PHYS_PAGES)))
+        return min(pages > 0 ? pages : Int(UInt32.max), Int(UInt32.max)) * pageSize
+    }()
 }
