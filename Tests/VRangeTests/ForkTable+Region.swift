@@ -126,7 +126,7 @@ import Glibc
             vr_test_hook_set_flags(Flag.d)
         }
         guard waitForFlags(Flag.a) else { finish(false, "\(window), \(m): the other thread never reached its hold") }
-        let status = forkedWithWatchdog { childChecks(r, page0Purged: page0Purged) }
+        let status = forkedWithAlarm { childChecks(r, page0Purged: page0Purged) }
         vr_test_hook_set_flags(Flag.b)
         if let worker {
             guard waitForFlags(Flag.e, seconds: 20) else { finish(false, "\(window), \(m): the parent's operation hung after the fork") }

@@ -26,7 +26,7 @@ import Glibc
                 arm(0, Int32(VR_HOOK_DISCARD), set: Flag.a, waitAny: Flag.b, deadlineMs: 30_000)
                 let purger = TestThread { _ = try? r.purge(page..<(2 * page)) }
                 guard waitForFlags(Flag.a) else { finish(false, "the purge never reached its discard") }
-                let status = forkedWithWatchdog {
+                let status = forkedWithAlarm {
                     r.close()
                     return r.isClosed ? 0 : 2
                 }
@@ -65,7 +65,7 @@ import Glibc
                 _ = try! r.purge(0..<page)
                 vr_test_hook_set_flags(Flag.b)
                 guard waitForFlags(Flag.c) else { finish(false, "the body never read the page") }
-                let status = forkedWithWatchdog {
+                let status = forkedWithAlarm {
                     guard (try? r.pageStates(0..<page)) == [.purged] else { return 2 }
                     return 100 + Int32(vr_read_byte(r.baseAddress) & 1)  // must die of SIGBUS
                 }
@@ -93,7 +93,7 @@ import Glibc
                 arm(0, Int32(VR_HOOK_DISCARD), set: Flag.a, waitAny: Flag.b, deadlineMs: 30_000)
                 let purger = TestThread { _ = try? r.purge(page..<(2 * page)) }
                 guard waitForFlags(Flag.a) else { finish(false, "the purge never reached its discard") }
-                let status = forkedWithWatchdog {
+                let status = forkedWithAlarm {
                     guard (try? r.pageStates(0..<(2 * page))) == [.nonVolatile, .purged] else { return 2 }
                     guard r.bytes[0] == 0 else { return 3 }
                     return 100 + Int32(vr_read_byte(r.baseAddress + page) & 1)  // must die of SIGBUS
@@ -118,7 +118,7 @@ import Glibc
                 let r = try! VolatileRegion(byteCount: 4 * page, options: .init(faultMechanism: .userfaultfd))
                 try! r.markVolatile(page..<(2 * page))
                 _ = try! r.purge(page..<(2 * page))  // registers the chunk; nothing was ever written
-                let status = forkedWithWatchdog {
+                let status = forkedWithAlarm {
                     var block = sigset_t()
                     sigemptyset(&block)
                     sigaddset(&block, SIGBUS)
@@ -145,7 +145,7 @@ import Glibc
                 ChildLog.redirect("kernelDrivenChildFindsANeverWrittenVolatilePageIntact")
                 let r = try! VolatileRegion(byteCount: 4 * page, options: .init(faultMechanism: .userfaultfd, kernelDriven: true))
                 try! r.markVolatile(0..<page)
-                let status = forkedWithWatchdog {
+                let status = forkedWithAlarm {
                     guard let result = try? r.markNonVolatile(0..<page) else { return 2 }
                     return result.purgedRanges.isEmpty ? 0 : 3
                 }

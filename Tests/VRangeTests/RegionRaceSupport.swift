@@ -11,7 +11,7 @@ import Glibc
 /// Forks a child that runs `body` under a watchdog: SIGALRM unblocked and
 /// due after `seconds` (a hang dies of SIGALRM, never blocks the suite).
 /// Returns the child's wait status.
-func forkedWithWatchdog(seconds: UInt32 = 10, _ body: () -> Int32) -> Int32 {
+func forkedWithAlarm(seconds: UInt32 = 10, _ body: () -> Int32) -> Int32 {
     forked {
         var unblock = sigset_t()
         sigemptyset(&unblock)
@@ -49,7 +49,7 @@ func finish(_ ok: Bool, _ why: @autoclosure () -> String) -> Never {
 /// Whether touching `address` in a forked child raises SIGBUS (the child
 /// unblocks it; exit code 100 + the byte when the read succeeds).
 func childTouchRaisesSIGBUS(_ address: UnsafeRawPointer) -> (ok: Bool, status: String) {
-    let status = forkedWithWatchdog {
+    let status = forkedWithAlarm {
         var unblock = sigset_t()
         sigemptyset(&unblock)
         sigaddset(&unblock, SIGBUS)
