@@ -26,8 +26,9 @@ extension VolatileRegion {
     /// - Returns: `.intact(value)` when no page of `range` was purged before
     ///   or during the access (so `body` read real contents), else `.purged`.
     /// - Throws: a range error, `.closed` (also when the region was closed
-    ///   while `body` ran: its memory was replaced, and what `body` read is
-    ///   not the region's), or `.accessNestingTooDeep`.
+    ///   while `body` ran and no page of `range` had been purged: its memory was
+    ///   replaced, and what `body` read is not the region's), or
+    ///   `.accessNestingTooDeep`.
     public func withVolatileAccess<Value>(
         _ range: Range<Int>, _ body: (UnsafeRawBufferPointer) -> Value
     ) throws(VRangeError) -> VolatileAccess<Value> {
@@ -52,9 +53,16 @@ extension VolatileRegion {
         TestHook.fire(Int32(VR_HOOK_ACCESS_BEFORE_POSTCHECK), start)
         // Closed meanwhile: the body may have read the empty mapping that
         // replaced the region's memory (zeros, no fault). Nothing it read
-        // can be vouched for (issue 18, 1d).
+        // can be vouched for (issue 18, 1d): `.closed`, unless a page of the
+        // range was purged before the close, which is a true `.purged` (the
+        // memory it would restore is gone with the region; the map stays
+        // readable until deinit).
         if closedFlag.load(ordering: .sequentiallyConsistent) {
             if faults.count > 0 { vr_scope_restored(slot) }
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            if faults.count > 0 || map.anyDiscarded(in: pages) || map.generationSum(pages) != generation {
+                return .purged
+            }
             throw .closed
         }
         if faults.count > 0 {
