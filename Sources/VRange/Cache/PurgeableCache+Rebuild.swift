@@ -13,6 +13,7 @@ extension PurgeableCache {
     /// - Precondition: a rebuild closure was given here or to `init`.
     public func fetchBytes(forKey key: Key, rebuild: Rebuild? = nil) throws -> [UInt8] {
         if let v = bytes(forKey: key) { return v }
+        hook(.beforeJoin)
         switch join(key) {
         case .cached(let v): return v
         case .wait(let flight): return try flight.wait()
@@ -25,6 +26,7 @@ extension PurgeableCache {
     /// rebuild is done; a request that leads runs `rebuild` on its task.
     public func fetchBytes(forKey key: Key, rebuild: Rebuild? = nil) async throws -> [UInt8] {
         if let v = bytes(forKey: key) { return v }
+        hook(.beforeJoin)
         switch join(key) {
         case .cached(let v): return v
         case .wait(let flight): return try await flight.value()
@@ -42,6 +44,7 @@ extension PurgeableCache {
     /// else the flight in progress, else a new one that this caller leads.
     func join(_ key: Key) -> Join {
         shards[shard(key)].withLock { st in
+            hook(.locked(.join))
             if let e = st.map[key], !e.buffer.lock().wasPurged {
                 let copy = e.buffer.withUnsafeBytes { [UInt8]($0) }
                 e.buffer.unlock()
@@ -74,6 +77,7 @@ extension PurgeableCache {
             try? setBytes(bytes, forKey: key)
         }
         shards[shard(key)].withLock { st in
+            hook(.locked(.finish))
             st.flights[key] = nil
             if rebuild != nil {
                 st.stats.rebuilds += 1

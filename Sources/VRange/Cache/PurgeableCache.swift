@@ -30,6 +30,10 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     let rebuild: Rebuild?
     @usableFromInline let shards: [CacheShard<Key>]
     @usableFromInline let totalCost = Atomic<Int>(0)
+    #if DEBUG
+    /// Test-only interleaving hook (CacheTestHooks.swift).
+    @usableFromInline let testHook = CacheTestHookSlot()
+    #endif
 
     /// Makes a cache.
     ///
@@ -68,6 +72,7 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
         var buffer = try allocator.allocate(byteCount: bytes.count)
         buffer.withUnsafeMutableBytes { $0.copyMemory(from: bytes) }
         buffer.unlock()
+        hook(.beforeStore)
         store(CacheEntry(key: key, buffer: buffer, cost: max(0, cost ?? bytes.count)))
     }
 
@@ -80,7 +85,10 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     /// Inserts an entry and evicts to stay within the cost limit.
     func store(_ entry: CacheEntry<Key>) {
         let s = shard(entry.key)
-        let replaced = shards[s].withLock { $0.insert(entry) }
+        let replaced = shards[s].withLock { st in
+            hook(.locked(.store))
+            return st.insert(entry)
+        }
         totalCost.add(entry.cost - (replaced?.cost ?? 0), ordering: .relaxed)
         evictIfNeeded(startingAt: s, keep: entry)
     }
@@ -94,6 +102,7 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
             for k in 0..<shards.count where totalCost.load(ordering: .relaxed) > costLimit {
                 let i = (first + k) & (shards.count - 1)
                 let freed = shards[i].withLock { s -> Int in
+                    hook(.locked(.evict))
                     var freed = 0
                     var e = s.oldest
                     while let victim = e, totalCost.load(ordering: .relaxed) - freed > costLimit {
@@ -120,6 +129,7 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
         defer { _ = dropped }
         let s = shard(key)
         return shards[s].withLock { st -> [UInt8]? in
+            hook(.locked(.lookup))
             guard let e = st.map[key] else {
                 st.stats.misses += 1
                 return nil
@@ -149,6 +159,7 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
         var dropped: CacheEntry<Key>?
         defer { _ = dropped }
         return shards[shard(key)].withLock { st -> Int? in
+            hook(.locked(.copy))
             guard let e = st.map[key] else {
                 st.stats.misses += 1
                 return nil
@@ -195,6 +206,7 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
         var dropped: CacheEntry<Key>?
         defer { _ = dropped }
         return shards[shard(key)].withLock { st -> (CacheEntry<Key>, UnsafeRawBufferPointer)? in
+            hook(.locked(.checkOut))
             guard let e = st.map[key] else {
                 st.stats.misses += 1
                 return nil
@@ -218,6 +230,7 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     @inlinable
     func checkIn(_ e: CacheEntry<Key>) {
         shards[shard(e.key)].withLock { _ in
+            hook(.locked(.checkIn))
             e.readers -= 1
             e.buffer.unlock()
         }
@@ -229,7 +242,8 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     @discardableResult
     public func removeValue(forKey key: Key) -> Bool {
         let removed = shards[shard(key)].withLock { st -> CacheEntry<Key>? in
-            st.map[key].map { st.remove($0) }
+            hook(.locked(.remove))
+            return st.map[key].map { st.remove($0) }
         }
         if let removed { totalCost.subtract(removed.cost, ordering: .relaxed) }
         return removed != nil
@@ -239,6 +253,7 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     public func removeAll() {
         for shard in shards {
             let all = shard.withLock { st -> [CacheEntry<Key>] in
+                hook(.locked(.removeAll))
                 let all = Array(st.map.values)
                 for e in all { st.remove(e) }
                 return all
@@ -250,11 +265,21 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     /// Whether `key` has an entry (which may have been purged meanwhile).
     /// Counts no lookup.
     public func contains(_ key: Key) -> Bool {
-        shards[shard(key)].withLock { $0.map[key] != nil }
+        shards[shard(key)].withLock { st in
+            hook(.locked(.contains))
+            return st.map[key] != nil
+        }
     }
 
     /// How many entries are stored (purged ones included until looked up).
-    public var count: Int { shards.reduce(0) { n, s in n + s.withLock { $0.map.count } } }
+    public var count: Int {
+        shards.reduce(0) { n, s in
+            n + s.withLock { st in
+                hook(.locked(.count))
+                return st.map.count
+            }
+        }
+    }
 
     /// Counters and contents. Resident and purged bytes are found by asking
     /// each stored entry's memory (a scan: not for hot paths).
@@ -262,6 +287,7 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
         var total = CacheStatistics()
         for shard in shards {
             shard.withLock { st in
+                hook(.locked(.statistics))
                 var s = st.stats
                 for e in st.map.values {
                     if e.readers == 0 && e.buffer.isContentDiscarded { s.purgedBytes += e.buffer.count } else { s.residentBytes += e.buffer.count }
