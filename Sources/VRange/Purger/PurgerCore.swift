@@ -65,25 +65,31 @@ final class PurgerCore: @unchecked Sendable {
         passLock.withLock { _ -> Int in
             // Everything stamped from now on is newer than what this pass sees.
             RecencyClock.advance()
+            // Every call into an object holds a use of it (PurgeRegistry):
+            // one unregistered meanwhile is skipped, and its unregister
+            // waits for the call in flight.
             let objects = registry.snapshot()
             var candidates: [(object: Int, unit: PurgeUnit)] = []
-            for (i, object) in objects.enumerated() {
-                object.forEachPurgeUnit { candidates.append((i, $0)) }
+            for (i, r) in objects.enumerated() {
+                registry.withUse(r) { $0.forEachPurgeUnit { candidates.append((i, $0)) } }
             }
-            let total = candidates.reduce(0) { $0 + $1.unit.volatileBytes }
+            let total = candidates.reduce(0) { saturatingSum($0, max(0, $1.unit.volatileBytes)) }
             let want = target(total)
             guard want > 0 else { return 0 }
             var released = 0, units = 0
             for c in VictimOrder.sorted(candidates, unit: \.unit) {
                 if released >= want { break }
-                released += objects[c.object].purge(unit: c.unit.id)
+                guard let bytes = registry.withUse(objects[c.object], { $0.purge(unit: c.unit.id) }) else { continue }
+                released = saturatingSum(released, max(0, bytes))
                 units += 1
             }
             state.withLock { s in
-                s.tallies[cause, default: PurgeTally()].purges += 1
-                s.tallies[cause, default: PurgeTally()].bytes += released
-                s.tallies[cause, default: PurgeTally()].units += units
-                s.purgedBytes += released
+                var tally = s.tallies[cause, default: PurgeTally()]
+                tally.purges = saturatingSum(tally.purges, 1)
+                tally.bytes = saturatingSum(tally.bytes, released)
+                tally.units = saturatingSum(tally.units, units)
+                s.tallies[cause] = tally
+                s.purgedBytes = saturatingSum(s.purgedBytes, released)
             }
             return released
         }
@@ -92,7 +98,9 @@ final class PurgerCore: @unchecked Sendable {
     /// Total volatile bytes of every registered unit, walked now.
     func volatileBytes() -> Int {
         var total = 0
-        for object in registry.snapshot() { object.forEachPurgeUnit { total += $0.volatileBytes } }
+        for r in registry.snapshot() {
+            registry.withUse(r) { $0.forEachPurgeUnit { total = saturatingSum(total, max(0, $0.volatileBytes)) } }
+        }
         return total
     }
 
@@ -137,7 +145,8 @@ final class PurgerCore: @unchecked Sendable {
             let budget = configuration.budget, fraction = configuration.moderateFraction
             released = purgePass(cause: .moderatePressure) { total in
                 if let budget { return max(0, total - budget / 2) }
-                return Int((Double(total) * fraction).rounded(.up))
+                let share = (Double(total) * fraction).rounded(.up)
+                return share >= Double(Int.max) ? .max : Int(share)
             }
         }
         let end = clock()
@@ -160,7 +169,9 @@ final class PurgerCore: @unchecked Sendable {
     func statistics() -> PurgerStatistics {
         let objects = registry.snapshot()
         var volatile = 0
-        for object in objects { object.forEachPurgeUnit { volatile += $0.volatileBytes } }
+        for r in objects {
+            registry.withUse(r) { $0.forEachPurgeUnit { volatile = saturatingSum(volatile, max(0, $0.volatileBytes)) } }
+        }
         return state.withLock { s in
             PurgerStatistics(
                 registeredObjects: objects.count, volatileBytes: volatile, purgedBytes: s.purgedBytes,
