@@ -40,8 +40,11 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     let rebuild: Rebuild?
     @usableFromInline let shards: [CacheShard<Key>]
     /// The total cost, for eviction: kept only with a cost limit (without
-    /// one nothing is evicted), saturating in 0...Int.max.
-    @usableFromInline let totalCost = Atomic<Int>(0)
+    /// one nothing is evicted). Unsigned: every entry kept costs at most the
+    /// limit (≤ Int.max) and the total is within the limit after each
+    /// store, so one more entry never overflows it; only several stores
+    /// racing with near-Int.max costs could, and then it saturates.
+    @usableFromInline let totalCost = Atomic<UInt>(0)
     /// This cache's shard mutexes in the at-fork registry (CacheFork).
     nonisolated(unsafe) private let forkNode: UnsafeMutablePointer<CacheForkNode>
 
@@ -134,13 +137,15 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     }
 
     /// Adds `plus` and subtracts `minus` (both ≥ 0) to the eviction total,
-    /// saturating in 0...Int.max. Nothing to do without a cost limit.
+    /// saturating in 0...UInt.max. Nothing to do without a cost limit.
     @inlinable
     func adjustTotalCost(by plus: Int, minus: Int) {
         guard costLimit < .max, plus != minus else { return }
         var old = totalCost.load(ordering: .relaxed)
         while true {
-            let new = max(0, saturatingSum(old, plus) - minus)
+            let (sum, overflow) = old.addingReportingOverflow(UInt(plus))
+            let added = overflow ? UInt.max : sum
+            let new = added > UInt(minus) ? added - UInt(minus) : 0
             let (exchanged, current) = totalCost.weakCompareExchange(
                 expected: old, desired: new, successOrdering: .relaxed, failureOrdering: .relaxed)
             if exchanged { return }
@@ -154,13 +159,13 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
         var dropped: [CacheEntry<Key>] = []
         defer { _ = dropped }  // freed after every mutex is released
         for pass in 0..<2 {
-            for k in 0..<shards.count where totalCost.load(ordering: .relaxed) > costLimit {
+            for k in 0..<shards.count where totalCost.load(ordering: .relaxed) > UInt(costLimit) {
                 let i = (first + k) & (shards.count - 1)
                 let freed = shards[i].withLock { s -> Int in
                     hook(.locked(.evict))
                     var freed = 0
                     var e = s.oldest
-                    while let victim = e, totalCost.load(ordering: .relaxed) - freed > costLimit {
+                    while let victim = e, overLimit(afterFreeing: freed) {
                         e = victim.newer
                         if victim === keep && pass == 0 { continue }
                         dropped.append(s.remove(victim))
@@ -172,6 +177,12 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
                 if freed > 0 { adjustTotalCost(by: 0, minus: freed) }
             }
         }
+    }
+
+    /// Whether the total, less `freed`, is still above the cost limit.
+    private func overLimit(afterFreeing freed: Int) -> Bool {
+        let total = totalCost.load(ordering: .relaxed)
+        return total > UInt(freed) && total - UInt(freed) > UInt(costLimit)
     }
 
     // MARK: - Get
