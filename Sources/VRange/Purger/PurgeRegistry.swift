@@ -35,7 +35,8 @@ final class PurgeRegistry: @unchecked Sendable {
     /// before freeing what they touch (VolatileFile.close does).
     static let removalWaitLimit: Duration = .seconds(10)
 
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    /// Internal for the at-fork handlers (PurgerFork).
+    let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let released = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private var entries: [PurgeRegistration] = []
 
@@ -43,11 +44,23 @@ final class PurgeRegistry: @unchecked Sendable {
         mutex.initialize(to: pthread_mutex_t())
         pthread_mutex_init(mutex, nil)
         released.initialize(to: pthread_cond_t())
+        initCondition()
+    }
+
+    private func initCondition() {
         var attributes = pthread_condattr_t()
         pthread_condattr_init(&attributes)
         pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
         pthread_cond_init(released, &attributes)
         pthread_condattr_destroy(&attributes)
+    }
+
+    /// In a fork child (PurgerFork, holding the mutex): the threads that
+    /// held uses do not exist here, nor do those waiting in `remove`.
+    /// Forgets the uses and reinitialises the condition. No allocation.
+    func forkChildReset() {
+        for r in entries { r.users.removeAll(keepingCapacity: true) }
+        initCondition()
     }
 
     deinit {
