@@ -93,6 +93,7 @@ enum LifecycleAction: String, CaseIterable, Sendable {
     case purgeFromPurgerThread, removeAllAndDropFromPurgerThread
 }
 
+#if DEBUG
 /// One cache row; the problems seen.
 func runCacheLifecycleRow(_ op: LifecycleOp, _ action: LifecycleAction) -> [String] {
     var problems: [String] = []
@@ -191,6 +192,7 @@ func runCacheLifecycleRow(_ op: LifecycleOp, _ action: LifecycleAction) -> [Stri
     }
     return problems
 }
+#endif
 
 /// Unregister, stop or drop of a purger × a pass in flight.
 enum PurgerLifecycleRow: String, CaseIterable, Sendable {
