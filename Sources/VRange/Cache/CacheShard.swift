@@ -16,7 +16,10 @@ final class CacheEntry<Key: Hashable & Sendable>: @unchecked Sendable {
     /// Guarded by the shard's mutex (lock/unlock nest across readers). The
     /// mutex makes every access exclusive, so the runtime's dynamic
     /// exclusivity check is off for these fields (it cost ~10% of a hit).
-    @exclusivity(unchecked) @usableFromInline var buffer: PurgeableBuffer
+    /// nil for an empty value: it holds no memory, so nothing purges it.
+    @exclusivity(unchecked) @usableFromInline var buffer: PurgeableBuffer?
+    /// The value's size in bytes.
+    @usableFromInline let byteCount: Int
     @usableFromInline let cost: Int
     /// Readers running a closure over the bytes outside the mutex.
     @exclusivity(unchecked) @usableFromInline var readers = 0
@@ -27,16 +30,54 @@ final class CacheEntry<Key: Hashable & Sendable>: @unchecked Sendable {
     @exclusivity(unchecked) @usableFromInline unowned(unsafe) var older: CacheEntry?
 
     @usableFromInline
-    init(key: Key, buffer: consuming PurgeableBuffer, cost: Int) {
+    init(key: Key, buffer: consuming PurgeableBuffer?, byteCount: Int, cost: Int) {
         self.key = key
         self.buffer = buffer
+        self.byteCount = byteCount
         self.cost = cost
+    }
+
+    /// Locks the value for a reader (under the shard's mutex). Returns false
+    /// when its contents were purged: the buffer is then left **unlocked**
+    /// and the caller must drop the entry. Every lookup locks through here,
+    /// so that no path can leave a purged, zero-filled buffer locked in the
+    /// map, where every later (nested, hence "intact") lock would serve its
+    /// zeros as a hit (issue 18, 5a).
+    @inlinable
+    func acquire() -> Bool {
+        if buffer == nil { return true }
+        if buffer!.lock().wasPurged {
+            buffer!.unlock()
+            return false
+        }
+        return true
+    }
+
+    /// The reader is done (under the shard's mutex).
+    @inlinable
+    func release() {
+        if buffer != nil { buffer!.unlock() }
+    }
+
+    /// Runs `body` over the value's bytes; they must be acquired.
+    @inlinable
+    func withBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+        if buffer == nil { return body(UnsafeRawBufferPointer(start: nil, count: 0)) }
+        return buffer!.withUnsafeBytes(body)
+    }
+
+    /// Whether the contents are known to be purged (no reader holds them).
+    var isPurged: Bool {
+        if buffer == nil || readers > 0 { return false }
+        return buffer?.isContentDiscarded == true
     }
 }
 
 /// A shard: its mutex-guarded state, in an object of its own (a Mutex
 /// cannot be copied into an array) padded so that two shards' mutexes do
-/// not share a cache line.
+/// not share a cache line. The mutex is a pthread mutex (`Locked`), so that
+/// the at-fork handlers (CacheFork.swift) can take it before `fork()` and
+/// release it in both processes.
 @usableFromInline
 final class CacheShard<Key: Hashable & Sendable>: Sendable {
     @usableFromInline let state = Locked(ShardState<Key>())
@@ -59,6 +100,9 @@ struct ShardState<Key: Hashable & Sendable>: ~Copyable {
     @usableFromInline var oldest: CacheEntry<Key>?
     @usableFromInline var flights: [Key: RebuildFlight] = [:]
     @usableFromInline var stats = CacheStatistics()
+    /// The exact total cost of the entries (costs up to Int.max each never
+    /// overflow it); `stats.totalCost` is it, saturated at Int.max.
+    @usableFromInline var cost: Int128 = 0
 
     @usableFromInline init() {}
 
@@ -94,7 +138,8 @@ struct ShardState<Key: Hashable & Sendable>: ~Copyable {
         unlink(e)
         e.removed = true
         stats.entries -= 1
-        stats.totalCost -= e.cost
+        cost -= Int128(e.cost)
+        stats.totalCost = Int(clamping: cost)
         return e
     }
 
@@ -104,7 +149,8 @@ struct ShardState<Key: Hashable & Sendable>: ~Copyable {
         map[e.key] = e
         link(e)
         stats.entries += 1
-        stats.totalCost += e.cost
+        cost += Int128(e.cost)
+        stats.totalCost = Int(clamping: cost)
         return old
     }
 }

@@ -21,7 +21,8 @@ public struct CacheStatistics: Sendable, Equatable {
     public var coalescedRequests = 0
     /// Entries dropped to stay within the cost limit.
     public var evictions = 0
-    /// Entries stored now, and their total cost.
+    /// Entries stored now, and their total cost (exact up to Int.max, then
+    /// Int.max: costs add up saturating, never trapping).
     public var entries = 0
     public var totalCost = 0
     /// Bytes of stored entries whose contents are intact, and of those
@@ -31,17 +32,29 @@ public struct CacheStatistics: Sendable, Equatable {
 
     public init() {}
 
-    /// All lookups: hits, misses and purged misses.
-    public var lookups: Int { hits + misses + purgedMisses }
+    /// All lookups: hits, misses and purged misses (saturating at Int.max).
+    public var lookups: Int { saturatingSum(saturatingSum(hits, misses), purgedMisses) }
     /// Hits per lookup, 0 when there was none.
     public var hitRatio: Double { lookups == 0 ? 0 : Double(hits) / Double(lookups) }
 
+    /// Adds a shard's counters. Every sum saturates at Int.max (costs are
+    /// the caller's numbers: entries of cost Int.max add up to Int.max).
     @usableFromInline
     mutating func add(_ o: CacheStatistics) {
-        hits += o.hits; misses += o.misses; purgedMisses += o.purgedMisses
-        rebuilds += o.rebuilds; rebuildFailures += o.rebuildFailures; rebuildTime += o.rebuildTime
-        coalescedRequests += o.coalescedRequests; evictions += o.evictions
-        entries += o.entries; totalCost += o.totalCost
-        residentBytes += o.residentBytes; purgedBytes += o.purgedBytes
+        hits = saturatingSum(hits, o.hits); misses = saturatingSum(misses, o.misses)
+        purgedMisses = saturatingSum(purgedMisses, o.purgedMisses)
+        rebuilds = saturatingSum(rebuilds, o.rebuilds); rebuildFailures = saturatingSum(rebuildFailures, o.rebuildFailures)
+        rebuildTime += o.rebuildTime
+        coalescedRequests = saturatingSum(coalescedRequests, o.coalescedRequests)
+        evictions = saturatingSum(evictions, o.evictions)
+        entries = saturatingSum(entries, o.entries); totalCost = saturatingSum(totalCost, o.totalCost)
+        residentBytes = saturatingSum(residentBytes, o.residentBytes); purgedBytes = saturatingSum(purgedBytes, o.purgedBytes)
     }
+}
+
+/// `a + b`, clamped to Int's range instead of trapping.
+@inlinable
+func saturatingSum(_ a: Int, _ b: Int) -> Int {
+    let (sum, overflow) = a.addingReportingOverflow(b)
+    return overflow ? (b > 0 ? .max : .min) : sum
 }

@@ -13,11 +13,7 @@ extension PurgeableCache {
     /// - Precondition: a rebuild closure was given here or to `init`.
     public func fetchBytes(forKey key: Key, rebuild: Rebuild? = nil) throws -> [UInt8] {
         if let v = bytes(forKey: key) { return v }
-        switch join(key) {
-        case .cached(let v): return v
-        case .wait(let flight): return try flight.wait()
-        case .lead(let flight): return try lead(key, flight, rebuild ?? self.rebuild)
-        }
+        return try afterMiss(key, rebuild)
     }
 
     /// `fetchBytes(forKey:rebuild:)` for Swift concurrency: a request that
@@ -25,6 +21,35 @@ extension PurgeableCache {
     /// rebuild is done; a request that leads runs `rebuild` on its task.
     public func fetchBytes(forKey key: Key, rebuild: Rebuild? = nil) async throws -> [UInt8] {
         if let v = bytes(forKey: key) { return v }
+        return try await afterMiss(key, rebuild)
+    }
+
+    /// `fetchBytes` made into a value by `make`: one lookup (one hit, miss
+    /// or purged miss counted), `make` run over the locked bytes of a hit
+    /// without copying them (PurgeableValueCache.fetchValue).
+    func fetch<R>(_ key: Key, rebuild: Rebuild?, _ make: (UnsafeRawBufferPointer) -> R) throws -> R {
+        if let v = withBytes(forKey: key, make) { return v }
+        return try afterMiss(key, rebuild).withUnsafeBytes(make)
+    }
+
+    func fetch<R>(_ key: Key, rebuild: Rebuild?, _ make: (UnsafeRawBufferPointer) -> R) async throws -> R {
+        if let v = withBytes(forKey: key, make) { return v }
+        return try await afterMiss(key, rebuild).withUnsafeBytes(make)
+    }
+
+    /// The lookup missed: the value stored meanwhile, the result of the
+    /// rebuild in flight, or of this caller's own. Counts no lookup.
+    private func afterMiss(_ key: Key, _ rebuild: Rebuild?) throws -> [UInt8] {
+        hook(.beforeJoin)
+        switch join(key) {
+        case .cached(let v): return v
+        case .wait(let flight): return try flight.wait()
+        case .lead(let flight): return try lead(key, flight, rebuild ?? self.rebuild)
+        }
+    }
+
+    private func afterMiss(_ key: Key, _ rebuild: Rebuild?) async throws -> [UInt8] {
+        hook(.beforeJoin)
         switch join(key) {
         case .cached(let v): return v
         case .wait(let flight): return try await flight.value()
@@ -40,14 +65,25 @@ extension PurgeableCache {
 
     /// Under the shard's mutex: the value if someone stored it meanwhile,
     /// else the flight in progress, else a new one that this caller leads.
+    /// An entry found purged is dropped, as by a lookup (its buffer is left
+    /// unlocked: issue 18, 5a); the fetch's lookup already counted the miss.
+    /// A flight from before a fork (in the child) has no leader: replaced.
     func join(_ key: Key) -> Join {
-        shards[shard(key)].withLock { st in
-            if let e = st.map[key], !e.buffer.lock().wasPurged {
-                let copy = e.buffer.withUnsafeBytes { [UInt8]($0) }
-                e.buffer.unlock()
-                return .cached(copy)
+        var dropped: CacheEntry<Key>?
+        defer { _ = dropped }  // freed outside the mutex
+        return shards[shard(key)].withLock { st in
+            hook(.locked(.join))
+            if let e = st.map[key] {
+                if e.acquire() {
+                    st.touch(e)
+                    let copy = e.withBytes { [UInt8]($0) }
+                    e.release()
+                    return .cached(copy)
+                }
+                dropped = st.remove(e)
+                adjustTotalCost(by: 0, minus: e.cost)
             }
-            if let f = st.flights[key] {
+            if let f = st.flights[key], f.generation == CacheFork.generation.load(ordering: .relaxed) {
                 st.stats.coalescedRequests += 1
                 return .wait(f)
             }
@@ -57,7 +93,8 @@ extension PurgeableCache {
         }
     }
 
-    /// Runs the rebuild, stores its bytes, ends the flight.
+    /// Runs the rebuild, stores its bytes (an empty value too), ends the
+    /// flight.
     func lead(_ key: Key, _ flight: RebuildFlight, _ rebuild: Rebuild?) throws -> [UInt8] {
         let result: Result<[UInt8], any Error>
         let t0 = Kernel.nanoseconds()
@@ -66,15 +103,16 @@ extension PurgeableCache {
         } else {
             result = .failure(PurgeableCacheError.noRebuildClosure)
         }
-        let elapsed = Duration.nanoseconds(Int64(Kernel.nanoseconds() - t0))
-        if case .success(let bytes) = result, !bytes.isEmpty {
+        let elapsed = Duration.nanoseconds(Int64(clamping: Kernel.nanoseconds() &- t0))
+        if case .success(let bytes) = result {
             // Stored before the flight ends, so a request arriving after it
             // finds the value. A value that cannot be stored is still
             // returned to every requester.
             try? setBytes(bytes, forKey: key)
         }
         shards[shard(key)].withLock { st in
-            st.flights[key] = nil
+            hook(.locked(.finish))
+            if st.flights[key] === flight { st.flights[key] = nil }
             if rebuild != nil {
                 st.stats.rebuilds += 1
                 st.stats.rebuildTime += elapsed

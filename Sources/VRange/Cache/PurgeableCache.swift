@@ -19,6 +19,16 @@ import Synchronization
 /// order; the total cost is exact). Unlike `NSCache` on Linux, discarded
 /// content really is evicted, lookups report it, and memory pressure
 /// reaches it through the allocator (`PurgeableMemory`).
+///
+/// Numbers at their extremes: a negative cost counts as 0; costs add up
+/// saturating at `Int.max` (never trapping); an entry whose cost alone
+/// exceeds `costLimit` is not kept (it counts as evicted, and evicts
+/// nothing else); `shards` is clamped to `1...maxShards`. Empty values are
+/// stored like any other (they hold no memory, so no purge takes them).
+///
+/// A cache is fork-safe: a thread inside one of its operations when another
+/// thread forks leaves no mutex locked in the child, and a rebuild in
+/// flight in the parent is not waited for in the child.
 public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     /// Regenerates the bytes of `key` (for a miss or a purged entry).
     public typealias Rebuild = @Sendable (Key) throws -> [UInt8]
@@ -29,7 +39,21 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     public let costLimit: Int
     let rebuild: Rebuild?
     @usableFromInline let shards: [CacheShard<Key>]
-    @usableFromInline let totalCost = Atomic<Int>(0)
+    /// The total cost, for eviction: kept only with a cost limit (without
+    /// one nothing is evicted). Unsigned: every entry kept costs at most the
+    /// limit (≤ Int.max) and the total is within the limit after each
+    /// store, so one more entry never overflows it; only several stores
+    /// racing with near-Int.max costs could, and then it saturates.
+    @usableFromInline let totalCost = Atomic<UInt>(0)
+    /// This cache's shard mutexes in the at-fork registry (CacheFork).
+    nonisolated(unsafe) private let forkNode: UnsafeMutablePointer<CacheForkNode>
+
+    /// The most shards a cache has (`init` clamps to it).
+    public static var maxShards: Int { 1024 }
+    #if DEBUG
+    /// Test-only interleaving hook (CacheTestHooks.swift).
+    @usableFromInline let testHook = CacheTestHookSlot()
+    #endif
 
     /// Makes a cache.
     ///
@@ -38,7 +62,8 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     ///     pressure still purges).
     ///   - allocator: where values live (default: a new allocator with the
     ///     default options). Register it with your `Purger`.
-    ///   - shards: lock shards, rounded up to a power of two (default 16).
+    ///   - shards: lock shards, rounded up to a power of two (default 16),
+    ///     clamped to `1...maxShards`.
     ///   - rebuild: regenerates a missing or purged value for
     ///     `fetchBytes(forKey:)` (optional; a call can pass its own).
     public init(costLimit: Int = .max, allocator: VolatileAllocator? = nil, shards: Int = 16, rebuild: Rebuild? = nil) {
@@ -47,9 +72,13 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
         self.costLimit = max(0, costLimit)
         self.rebuild = rebuild
         var n = 1
-        while n < max(1, shards) { n <<= 1 }
-        self.shards = (0..<n).map { _ in CacheShard() }
+        while n < min(max(1, shards), Self.maxShards) { n <<= 1 }
+        let made = (0..<n).map { _ in CacheShard<Key>() }
+        self.shards = made
+        forkNode = CacheFork.register(made.map { $0.state.mutex })
     }
+
+    deinit { CacheFork.unregister(forkNode) }
 
     @inlinable
     func shard(_ key: Key) -> Int { key.hashValue & (shards.count - 1) }
@@ -60,15 +89,26 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     /// unlocks it (from now on it may be purged). May evict least recently
     /// used entries to stay within `costLimit`.
     ///
+    /// An empty value is stored too (as `NSCache` stores any object): it
+    /// takes no memory, no purge takes it, and it reads back as empty.
+    ///
     /// - Parameters:
-    ///   - cost: the entry's cost (default: its byte count).
-    /// - Throws: what `VolatileAllocator.allocate` throws (an empty value
-    ///   is `.invalidSize(0)`); the cache is unchanged then.
+    ///   - cost: the entry's cost (default: its byte count); a negative
+    ///     cost counts as 0. An entry whose cost exceeds `costLimit` is not
+    ///     kept: the key's previous value is removed and the new one counts
+    ///     as evicted at once.
+    /// - Throws: what `VolatileAllocator.allocate` throws; the cache is
+    ///   unchanged then.
     public func setBytes(_ bytes: UnsafeRawBufferPointer, forKey key: Key, cost: Int? = nil) throws(VRangeError) {
-        var buffer = try allocator.allocate(byteCount: bytes.count)
-        buffer.withUnsafeMutableBytes { $0.copyMemory(from: bytes) }
-        buffer.unlock()
-        store(CacheEntry(key: key, buffer: buffer, cost: max(0, cost ?? bytes.count)))
+        var buffer: PurgeableBuffer? = nil
+        if bytes.count > 0 {
+            var b = try allocator.allocate(byteCount: bytes.count)
+            b.withUnsafeMutableBytes { $0.copyMemory(from: bytes) }
+            b.unlock()
+            buffer = consume b
+        }
+        hook(.beforeStore)
+        store(CacheEntry(key: key, buffer: buffer, byteCount: bytes.count, cost: max(0, cost ?? bytes.count)))
     }
 
     /// Stores a copy of `bytes` under `key`. See `setBytes(_:forKey:cost:)`.
@@ -77,12 +117,40 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
         try r.get()
     }
 
-    /// Inserts an entry and evicts to stay within the cost limit.
+    /// Inserts an entry and evicts to stay within the cost limit. An entry
+    /// that alone costs more than the limit replaces the key's value and is
+    /// evicted at once, leaving the other entries alone.
     func store(_ entry: CacheEntry<Key>) {
         let s = shard(entry.key)
-        let replaced = shards[s].withLock { $0.insert(entry) }
-        totalCost.add(entry.cost - (replaced?.cost ?? 0), ordering: .relaxed)
-        evictIfNeeded(startingAt: s, keep: entry)
+        let tooCostly = entry.cost > costLimit
+        let replaced = shards[s].withLock { st -> CacheEntry<Key>? in
+            hook(.locked(.store))
+            if tooCostly {
+                st.stats.evictions += 1
+                return st.map[entry.key].map { st.remove($0) }
+            }
+            return st.insert(entry)
+        }
+        guard costLimit < .max else { return }
+        adjustTotalCost(by: (tooCostly ? 0 : entry.cost), minus: replaced?.cost ?? 0)
+        if !tooCostly { evictIfNeeded(startingAt: s, keep: entry) }
+    }
+
+    /// Adds `plus` and subtracts `minus` (both ≥ 0) to the eviction total,
+    /// saturating in 0...UInt.max. Nothing to do without a cost limit.
+    @inlinable
+    func adjustTotalCost(by plus: Int, minus: Int) {
+        guard costLimit < .max, plus != minus else { return }
+        var old = totalCost.load(ordering: .relaxed)
+        while true {
+            let (sum, overflow) = old.addingReportingOverflow(UInt(plus))
+            let added = overflow ? UInt.max : sum
+            let new = added > UInt(minus) ? added - UInt(minus) : 0
+            let (exchanged, current) = totalCost.weakCompareExchange(
+                expected: old, desired: new, successOrdering: .relaxed, failureOrdering: .relaxed)
+            if exchanged { return }
+            old = current
+        }
     }
 
     /// Evicts LRU entries, the inserting shard first, then the others in
@@ -91,23 +159,30 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
         var dropped: [CacheEntry<Key>] = []
         defer { _ = dropped }  // freed after every mutex is released
         for pass in 0..<2 {
-            for k in 0..<shards.count where totalCost.load(ordering: .relaxed) > costLimit {
+            for k in 0..<shards.count where totalCost.load(ordering: .relaxed) > UInt(costLimit) {
                 let i = (first + k) & (shards.count - 1)
                 let freed = shards[i].withLock { s -> Int in
+                    hook(.locked(.evict))
                     var freed = 0
                     var e = s.oldest
-                    while let victim = e, totalCost.load(ordering: .relaxed) - freed > costLimit {
+                    while let victim = e, overLimit(afterFreeing: freed) {
                         e = victim.newer
                         if victim === keep && pass == 0 { continue }
                         dropped.append(s.remove(victim))
                         s.stats.evictions += 1
-                        freed += victim.cost
+                        freed = saturatingSum(freed, victim.cost)
                     }
                     return freed
                 }
-                if freed > 0 { totalCost.subtract(freed, ordering: .relaxed) }
+                if freed > 0 { adjustTotalCost(by: 0, minus: freed) }
             }
         }
+    }
+
+    /// Whether the total, less `freed`, is still above the cost limit.
+    private func overLimit(afterFreeing freed: Int) -> Bool {
+        let total = totalCost.load(ordering: .relaxed)
+        return total > UInt(freed) && total - UInt(freed) > UInt(costLimit)
     }
 
     // MARK: - Get
@@ -120,21 +195,21 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
         defer { _ = dropped }
         let s = shard(key)
         return shards[s].withLock { st -> [UInt8]? in
+            hook(.locked(.lookup))
             guard let e = st.map[key] else {
                 st.stats.misses += 1
                 return nil
             }
-            if e.buffer.lock().wasPurged {
-                e.buffer.unlock()
+            if !e.acquire() {
                 dropped = st.remove(e)
                 st.stats.purgedMisses += 1
-                totalCost.subtract(e.cost, ordering: .relaxed)
+                adjustTotalCost(by: 0, minus: e.cost)
                 return nil
             }
             st.stats.hits += 1
             st.touch(e)
-            let copy = e.buffer.withUnsafeBytes { [UInt8]($0) }
-            e.buffer.unlock()
+            let copy = e.withBytes { [UInt8]($0) }
+            e.release()
             return copy
         }
     }
@@ -149,25 +224,25 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
         var dropped: CacheEntry<Key>?
         defer { _ = dropped }
         return shards[shard(key)].withLock { st -> Int? in
+            hook(.locked(.copy))
             guard let e = st.map[key] else {
                 st.stats.misses += 1
                 return nil
             }
-            if e.buffer.lock().wasPurged {
-                e.buffer.unlock()
+            if !e.acquire() {
                 dropped = st.remove(e)
                 st.stats.purgedMisses += 1
-                totalCost.subtract(e.cost, ordering: .relaxed)
+                adjustTotalCost(by: 0, minus: e.cost)
                 return nil
             }
             st.stats.hits += 1
             st.touch(e)
-            let n = e.buffer.withUnsafeBytes { raw in
+            let n = e.withBytes { raw in
                 let n = min(raw.count, destination.count)
                 if n > 0 { destination.baseAddress!.copyMemory(from: raw.baseAddress!, byteCount: n) }
                 return raw.count
             }
-            e.buffer.unlock()
+            e.release()
             return n
         }
     }
@@ -195,21 +270,21 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
         var dropped: CacheEntry<Key>?
         defer { _ = dropped }
         return shards[shard(key)].withLock { st -> (CacheEntry<Key>, UnsafeRawBufferPointer)? in
+            hook(.locked(.checkOut))
             guard let e = st.map[key] else {
                 st.stats.misses += 1
                 return nil
             }
-            if e.buffer.lock().wasPurged {
-                e.buffer.unlock()
+            if !e.acquire() {
                 dropped = st.remove(e)
                 st.stats.purgedMisses += 1
-                totalCost.subtract(e.cost, ordering: .relaxed)
+                adjustTotalCost(by: 0, minus: e.cost)
                 return nil
             }
             st.stats.hits += 1
             st.touch(e)
             e.readers += 1
-            return (e, e.buffer.withUnsafeBytes { $0 })
+            return (e, e.withBytes { $0 })
         }
     }
 
@@ -218,8 +293,9 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     @inlinable
     func checkIn(_ e: CacheEntry<Key>) {
         shards[shard(e.key)].withLock { _ in
+            hook(.locked(.checkIn))
             e.readers -= 1
-            e.buffer.unlock()
+            e.release()
         }
     }
 
@@ -229,32 +305,46 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     @discardableResult
     public func removeValue(forKey key: Key) -> Bool {
         let removed = shards[shard(key)].withLock { st -> CacheEntry<Key>? in
-            st.map[key].map { st.remove($0) }
+            hook(.locked(.remove))
+            return st.map[key].map { st.remove($0) }
         }
-        if let removed { totalCost.subtract(removed.cost, ordering: .relaxed) }
+        if let removed { adjustTotalCost(by: 0, minus: removed.cost) }
         return removed != nil
     }
 
     /// Removes every value.
     public func removeAll() {
         for shard in shards {
-            let all = shard.withLock { st -> [CacheEntry<Key>] in
+            let (all, cost) = shard.withLock { st -> ([CacheEntry<Key>], Int) in
+                hook(.locked(.removeAll))
                 let all = Array(st.map.values)
+                let cost = Int(clamping: st.cost)
                 for e in all { st.remove(e) }
-                return all
+                return (all, cost)
             }
-            totalCost.subtract(all.reduce(0) { $0 + $1.cost }, ordering: .relaxed)
+            _ = all  // freed here, outside the mutex
+            adjustTotalCost(by: 0, minus: cost)
         }
     }
 
     /// Whether `key` has an entry (which may have been purged meanwhile).
     /// Counts no lookup.
     public func contains(_ key: Key) -> Bool {
-        shards[shard(key)].withLock { $0.map[key] != nil }
+        shards[shard(key)].withLock { st in
+            hook(.locked(.contains))
+            return st.map[key] != nil
+        }
     }
 
     /// How many entries are stored (purged ones included until looked up).
-    public var count: Int { shards.reduce(0) { n, s in n + s.withLock { $0.map.count } } }
+    public var count: Int {
+        shards.reduce(0) { n, s in
+            n + s.withLock { st in
+                hook(.locked(.count))
+                return st.map.count
+            }
+        }
+    }
 
     /// Counters and contents. Resident and purged bytes are found by asking
     /// each stored entry's memory (a scan: not for hot paths).
@@ -262,9 +352,10 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
         var total = CacheStatistics()
         for shard in shards {
             shard.withLock { st in
+                hook(.locked(.statistics))
                 var s = st.stats
                 for e in st.map.values {
-                    if e.readers == 0 && e.buffer.isContentDiscarded { s.purgedBytes += e.buffer.count } else { s.residentBytes += e.buffer.count }
+                    if e.isPurged { s.purgedBytes += e.byteCount } else { s.residentBytes += e.byteCount }
                 }
                 total.add(s)
             }

@@ -67,9 +67,9 @@ public final class PurgeableValueCache<Key: Hashable & Sendable, Value: Purgeabl
         self.rebuild = rebuild
     }
 
-    /// Stores `value` under `key` (cost: its byte count unless given).
-    /// - Throws: what the allocator throws; an empty value cannot be stored
-    ///   (`.invalidSize(0)`).
+    /// Stores `value` under `key` (cost: its byte count unless given). An
+    /// empty value (e.g. "") is stored and read back as empty.
+    /// - Throws: what the allocator throws.
     public func setValue(_ value: Value, forKey key: Key, cost: Int? = nil) throws(VRangeError) {
         let r = value.withPurgeableBytes { raw in
             Result { () throws(VRangeError) in try bytes.setBytes(raw, forKey: key, cost: cost) }
@@ -84,17 +84,15 @@ public final class PurgeableValueCache<Key: Hashable & Sendable, Value: Purgeabl
 
     /// The value of `key`, rebuilt (once, for all concurrent requests) when
     /// missing or purged. See `PurgeableCache.fetchBytes(forKey:rebuild:)`.
+    /// One call is one lookup in the statistics (a hit, a miss or a purged
+    /// miss), as for `fetchBytes`.
     public func fetchValue(forKey key: Key, rebuild: Rebuild? = nil) throws -> Value {
-        if let v = value(forKey: key) { return v }
-        let bytes = try self.bytes.fetchBytes(forKey: key, rebuild: byteRebuild(rebuild))
-        return bytes.withUnsafeBytes { Value(purgeableBytes: $0) }
+        try bytes.fetch(key, rebuild: byteRebuild(rebuild)) { Value(purgeableBytes: $0) }
     }
 
     /// `fetchValue` for Swift concurrency (waiters suspend, never block).
     public func fetchValue(forKey key: Key, rebuild: Rebuild? = nil) async throws -> Value {
-        if let v = value(forKey: key) { return v }
-        let bytes = try await self.bytes.fetchBytes(forKey: key, rebuild: byteRebuild(rebuild))
-        return bytes.withUnsafeBytes { Value(purgeableBytes: $0) }
+        try await bytes.fetch(key, rebuild: byteRebuild(rebuild)) { Value(purgeableBytes: $0) }
     }
 
     /// Removes the value of `key`; whether there was one.

@@ -21,7 +21,13 @@
 /// only thing a mark does for it is store `RecencyClock.now`.
 ///
 /// All methods are thread-safe. `PurgeableMemory` implementations must not
-/// call back into the purger from `forEachPurgeUnit` or `purge(unit:)`.
+/// call back into the purger from `forEachPurgeUnit` or `purge(unit:)`,
+/// except to `unregister` themselves.
+///
+/// Numbers at their extremes: `purge(bytes:)` refuses a negative count;
+/// byte counts that units report add up saturating at Int.max (a negative
+/// one counts as 0); the configuration's durations are validated and then
+/// used with saturating arithmetic (see `Configuration.tick`).
 public final class Purger: Sendable {
     let core: PurgerCore
 
@@ -63,6 +69,16 @@ public final class Purger: Sendable {
     }
 
     /// Removes `memory`. Returns whether it was registered.
+    ///
+    /// When it returns, no purge pass (of this purger's thread or of
+    /// another thread's `purge`/`purgeAll`/`reportPressure`) is inside
+    /// `memory` any more, and none will call into it again: it waits for a
+    /// call in flight to leave the object, at most 10 s
+    /// (`PurgeRegistry.removalWaitLimit`; past that it returns and the call
+    /// in flight ends on its own). Called from inside `memory`'s own
+    /// `purge(unit:)` or `forEachPurgeUnit`, on the purging thread, it does
+    /// not wait for that call (it could not end), and the pass calls into
+    /// `memory` no more once that call returns.
     @discardableResult
     public func unregister(_ memory: any PurgeableMemory) -> Bool {
         core.registry.remove(memory)

@@ -32,6 +32,13 @@ extension Purger {
         /// How often the purger's thread advances `RecencyClock` (the
         /// resolution of "least recently used") and, with a budget, checks
         /// it. Default 100 ms.
+        ///
+        /// Durations here: `tick`, `memAvailableInterval` and
+        /// `cgroupHeadroomInterval` must be at least 1 ms, `moderateInterval`
+        /// at least 0; anything longer is accepted up to `Duration`'s
+        /// maximum, and the purger's arithmetic on it saturates (a tick of
+        /// `.seconds(Int64.max)` means "never": the thread sleeps until woken).
+        /// Anything else is `.invalidConfiguration`.
         public var tick: Duration
         /// PSI triggers for moderate and critical pressure (`critical` nil:
         /// moderate only). Defaults: `some 200000 2000000`,
@@ -114,18 +121,21 @@ extension Purger {
 }
 
 extension Duration {
-    /// Whole milliseconds (rounded down; saturating).
+    /// Whole milliseconds (rounded toward zero), saturating at Int.min and
+    /// Int.max: never a trap, whatever the duration (issue 18, 4c).
     var milliseconds: Int {
-        let (s, atto) = components
+        let (s, atto) = components  // same sign
         let ms = s.multipliedReportingOverflow(by: 1000)
-        return ms.overflow ? Int.max : Int(ms.partialValue) + Int(atto / 1_000_000_000_000_000)
+        if ms.overflow { return s < 0 ? .min : .max }
+        return saturatingSum(Int(ms.partialValue), Int(atto / 1_000_000_000_000_000))
     }
 
-    /// Whole nanoseconds (saturating).
+    /// Whole nanoseconds, 0 for a negative duration, saturating at
+    /// UInt64.max.
     var nanoseconds: UInt64 {
         let (s, atto) = components
-        if s < 0 { return 0 }
+        if s < 0 || (s == 0 && atto < 0) { return 0 }
         let ns = UInt64(s).multipliedReportingOverflow(by: 1_000_000_000)
-        return ns.overflow ? .max : ns.partialValue &+ UInt64(atto / 1_000_000_000)
+        return ns.overflow ? .max : ns.partialValue.addingSaturating(UInt64(atto / 1_000_000_000))
     }
 }

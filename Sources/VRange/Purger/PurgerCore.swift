@@ -3,6 +3,11 @@
 // the public Purger and its background thread (which holds this, never the
 // Purger, so that dropping the Purger stops the thread).
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// The mutable record behind `PurgerStatistics`.
 struct PurgerState {
@@ -46,10 +51,34 @@ final class PurgerCore: @unchecked Sendable {
     let detached = Atomic<Bool>(false)
     /// The thread and its wake-up eventfd, set once by start().
     private let lifecycle = Locked<(thread: Kernel.Thread?, wakeFD: Int32)>((nil, -1))
+    /// The fork generation the thread was started in (PurgerFork): in a
+    /// fork child the thread does not exist.
+    private let threadGeneration = Atomic<Int>(-1)
+    /// The thread running a pass now (pthread_t; 0: none), for a fork from
+    /// inside a purge callback (PurgerFork).
+    private let passOwner = Atomic<UInt>(0)
+    /// This purger's locks in the at-fork registry.
+    nonisolated(unsafe) private var forkNode: UnsafeMutablePointer<PurgerForkNode>?
 
     init(_ configuration: Purger.Configuration, clock: @escaping @Sendable () -> UInt64) {
         self.configuration = configuration
         self.clock = clock
+        forkNode = PurgerFork.register(PurgerForkNode(
+            mutexes: (passLock.mutex, registry.mutex, state.mutex, lifecycle.mutex),
+            core: Unmanaged.passUnretained(self), previous: nil, next: nil))
+    }
+
+    deinit {
+        if let forkNode { PurgerFork.unregister(forkNode) }
+    }
+
+    /// Whether the calling thread is running a pass of this purger.
+    var passRunsOnCurrentThread: Bool { passOwner.load(ordering: .relaxed) == UInt(pthread_self()) }
+
+    /// Whether the thread was started in this process (not inherited
+    /// through fork(), where it does not exist).
+    private var threadInThisProcess: Bool {
+        threadGeneration.load(ordering: .relaxed) == PurgerFork.generation.load(ordering: .relaxed)
     }
 
     // MARK: - Purging
@@ -63,27 +92,35 @@ final class PurgerCore: @unchecked Sendable {
     @discardableResult
     func purgePass(cause: PurgeCause, target: (Int) -> Int) -> Int {
         passLock.withLock { _ -> Int in
+            passOwner.store(UInt(pthread_self()), ordering: .relaxed)
+            defer { passOwner.store(0, ordering: .relaxed) }
             // Everything stamped from now on is newer than what this pass sees.
             RecencyClock.advance()
+            // Every call into an object holds a use of it (PurgeRegistry):
+            // one unregistered meanwhile is skipped, and its unregister
+            // waits for the call in flight.
             let objects = registry.snapshot()
             var candidates: [(object: Int, unit: PurgeUnit)] = []
-            for (i, object) in objects.enumerated() {
-                object.forEachPurgeUnit { candidates.append((i, $0)) }
+            for (i, r) in objects.enumerated() {
+                registry.withUse(r) { $0.forEachPurgeUnit { candidates.append((i, $0)) } }
             }
-            let total = candidates.reduce(0) { $0 + $1.unit.volatileBytes }
+            let total = candidates.reduce(0) { saturatingSum($0, max(0, $1.unit.volatileBytes)) }
             let want = target(total)
             guard want > 0 else { return 0 }
             var released = 0, units = 0
             for c in VictimOrder.sorted(candidates, unit: \.unit) {
                 if released >= want { break }
-                released += objects[c.object].purge(unit: c.unit.id)
+                guard let bytes = registry.withUse(objects[c.object], { $0.purge(unit: c.unit.id) }) else { continue }
+                released = saturatingSum(released, max(0, bytes))
                 units += 1
             }
             state.withLock { s in
-                s.tallies[cause, default: PurgeTally()].purges += 1
-                s.tallies[cause, default: PurgeTally()].bytes += released
-                s.tallies[cause, default: PurgeTally()].units += units
-                s.purgedBytes += released
+                var tally = s.tallies[cause, default: PurgeTally()]
+                tally.purges = saturatingSum(tally.purges, 1)
+                tally.bytes = saturatingSum(tally.bytes, released)
+                tally.units = saturatingSum(tally.units, units)
+                s.tallies[cause] = tally
+                s.purgedBytes = saturatingSum(s.purgedBytes, released)
             }
             return released
         }
@@ -92,7 +129,9 @@ final class PurgerCore: @unchecked Sendable {
     /// Total volatile bytes of every registered unit, walked now.
     func volatileBytes() -> Int {
         var total = 0
-        for object in registry.snapshot() { object.forEachPurgeUnit { total += $0.volatileBytes } }
+        for r in registry.snapshot() {
+            registry.withUse(r) { $0.forEachPurgeUnit { total = saturatingSum(total, max(0, $0.volatileBytes)) } }
+        }
         return total
     }
 
@@ -137,7 +176,8 @@ final class PurgerCore: @unchecked Sendable {
             let budget = configuration.budget, fraction = configuration.moderateFraction
             released = purgePass(cause: .moderatePressure) { total in
                 if let budget { return max(0, total - budget / 2) }
-                return Int((Double(total) * fraction).rounded(.up))
+                let share = (Double(total) * fraction).rounded(.up)
+                return share >= Double(Int.max) ? .max : Int(share)
             }
         }
         let end = clock()
@@ -160,7 +200,9 @@ final class PurgerCore: @unchecked Sendable {
     func statistics() -> PurgerStatistics {
         let objects = registry.snapshot()
         var volatile = 0
-        for object in objects { object.forEachPurgeUnit { volatile += $0.volatileBytes } }
+        for r in objects {
+            registry.withUse(r) { $0.forEachPurgeUnit { volatile = saturatingSum(volatile, max(0, $0.volatileBytes)) } }
+        }
         return state.withLock { s in
             PurgerStatistics(
                 registeredObjects: objects.count, volatileBytes: volatile, purgedBytes: s.purgedBytes,
@@ -168,7 +210,7 @@ final class PurgerCore: @unchecked Sendable {
                 debouncedEvents: s.debounced, lastPressureEvent: s.lastEvent, recentPressureEvents: s.history,
                 maxReactionNanoseconds: s.maxReaction,
                 source: PressureSourceStatus(active: s.active, notes: s.notes, sourcesLost: s.sourcesLost),
-                hasThread: s.hasThread)
+                hasThread: s.hasThread && threadInThisProcess)
         }
     }
 
@@ -200,6 +242,7 @@ final class PurgerCore: @unchecked Sendable {
         let loop = PurgerLoop(core: self, sources: sources, wakeFD: wakeFD)
         do {
             let thread = try Kernel.Thread(name: "vrange-purger") { loop.run() }
+            threadGeneration.store(PurgerFork.generation.load(ordering: .relaxed), ordering: .relaxed)
             lifecycle.withLock { $0 = (thread, wakeFD) }
             state.withLock { $0.hasThread = true }
         } catch {
@@ -213,6 +256,7 @@ final class PurgerCore: @unchecked Sendable {
     /// after stop(). Writes under the lock, so that the descriptor cannot be
     /// closed (and its number reused) meanwhile.
     func wake() {
+        guard threadInThisProcess else { return }  // the eventfd is the parent's thread's too
         lifecycle.withLock { if $0.wakeFD >= 0 { try? Kernel.eventFDWrite($0.wakeFD) } }
     }
 
@@ -222,7 +266,14 @@ final class PurgerCore: @unchecked Sendable {
     func stop() {
         guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
         guard let thread = lifecycle.withLock({ $0.thread }) else { return }
-        if thread.isCurrent {
+        if !threadInThisProcess {
+            // A fork child: the thread is the parent's. Close this
+            // process's copy of the eventfd; nothing to join.
+            lifecycle.withLock { l in
+                Kernel.close(fd: l.wakeFD)
+                l.wakeFD = -1
+            }
+        } else if thread.isCurrent {
             // The loop sees `stopping` when this pass returns, closes its
             // source and, being detached, the eventfd.
             lifecycle.withLock { $0.wakeFD = -1 }

@@ -87,16 +87,18 @@ final class PurgerLoop: @unchecked Sendable {
     func run() {
         let tick = core.configuration.tick.nanoseconds
         var now = Kernel.monotonicNanoseconds()
-        var nextTick = now &+ tick
+        // Saturating: a tick near Duration's maximum means "never", not a
+        // deadline that wraps into the past (issue 18, 4d).
+        var nextTick = now.addingSaturating(tick)
         var nextTimer = timerDeadline(after: now)
         while !core.stopping.load(ordering: .acquiring) {
             var requests = [Kernel.PollRequest(fd: wakeFD, events: [.input])] + (sources.current?.pollRequests ?? [])
             now = Kernel.monotonicNanoseconds()
             let deadline = min(nextTick, nextTimer ?? .max)
-            let timeout = deadline <= now ? 0 : Int32(clamping: (deadline - now + 999_999) / 1_000_000)
+            let timeout = deadline <= now ? 0 : Int32(clamping: (deadline - now) / 1_000_000 + 1)
             do { _ = try Kernel.poll(&requests, timeoutMilliseconds: timeout) } catch {
                 core.note("poll failed: \(describe(error)); retrying after a tick")
-                Kernel.sleep(nanoseconds: tick)
+                Kernel.sleep(nanoseconds: min(tick, 100_000_000))
                 continue
             }
             let woke = core.clock()
@@ -122,7 +124,7 @@ final class PurgerLoop: @unchecked Sendable {
             }
             if now >= nextTick {
                 RecencyClock.advance()
-                nextTick = now &+ tick
+                nextTick = now.addingSaturating(tick)
                 checkBudget = true
             }
             if checkBudget { core.enforceBudget() }
@@ -134,7 +136,10 @@ final class PurgerLoop: @unchecked Sendable {
     }
 
     private func timerDeadline(after now: UInt64) -> UInt64? {
-        sources.current?.timerMilliseconds.map { now &+ UInt64($0) &* 1_000_000 }
+        sources.current?.timerMilliseconds.map { ms in
+            let (ns, overflow) = UInt64(clamping: ms).multipliedReportingOverflow(by: 1_000_000)
+            return overflow ? .max : now.addingSaturating(ns)
+        }
     }
 
     private func process(_ report: SourceReport, from source: any PressureSource, at time: UInt64) {
