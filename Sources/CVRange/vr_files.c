@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -50,6 +51,9 @@ int vr_get_seals(int fd, int *seals_out) {
   return 0;
 }
 
+// HUGETLBFS_MAGIC of <linux/magic.h>.
+#define VR_HUGETLBFS_MAGIC 0x958458f6
+
 int vr_fstat(int fd, vr_file_info *info) {
   struct stat st;
   if (fstat(fd, &st) != 0) return errno;
@@ -58,6 +62,9 @@ int vr_fstat(int fd, vr_file_info *info) {
   info->device = (uint64_t)st.st_dev;
   info->block_size = (uint64_t)st.st_blksize;
   info->mode = (uint32_t)st.st_mode;
+  struct statfs fs;
+  if (fstatfs(fd, &fs) != 0) return errno;
+  info->hugetlbfs = fs.f_type == VR_HUGETLBFS_MAGIC;
   return 0;
 }
 
@@ -152,14 +159,17 @@ int vr_ofd_probe(int fd, off_t byte, int *held_out) {
 
 // MARK: - Unix sockets
 
+// SCM_MAX_FD of the kernel: the most descriptors one message can carry.
+#define VR_SCM_MAX_FDS 253
+
 int vr_socketpair(int fds_out[2]) {
   return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds_out) == 0 ? 0 : errno;
 }
 
 int vr_send_fds(int socket, const void *payload, size_t length, const int *fds, int count) {
-  if (count < 0 || count > 8 || length == 0) return EINVAL;
+  if (count < 0 || count > VR_SCM_MAX_FDS || length == 0) return EINVAL;
   union {
-    char buffer[CMSG_SPACE(8 * sizeof(int))];
+    char buffer[CMSG_SPACE(VR_SCM_MAX_FDS * sizeof(int))];
     struct cmsghdr align;
   } control;
   memset(&control, 0, sizeof control);
@@ -189,8 +199,11 @@ int vr_send_fds(int socket, const void *payload, size_t length, const int *fds, 
 
 int vr_recv_fds(int socket, void *payload, size_t capacity, size_t *length_out,
                 int fds_out[8], int *count_out) {
+  // Room for as many descriptors as one message can carry, so that a
+  // message with too many is counted exactly (and every one closed) instead
+  // of being cut short by the kernel (MSG_CTRUNC).
   union {
-    char buffer[CMSG_SPACE(8 * sizeof(int))];
+    char buffer[CMSG_SPACE(VR_SCM_MAX_FDS * sizeof(int))];
     struct cmsghdr align;
   } control;
   memset(&control, 0, sizeof control);
@@ -213,12 +226,13 @@ int vr_recv_fds(int socket, void *payload, size_t capacity, size_t *length_out,
     size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     int *in = (int *)CMSG_DATA(c);
     for (size_t i = 0; i < k; i++) {
-      if (count < 8) fds_out[count++] = in[i];
+      if (count < 8) fds_out[count] = in[i];
       else close(in[i]);
+      count++;
     }
   }
   if (msg.msg_flags & MSG_CTRUNC) {
-    for (int i = 0; i < count; i++) close(fds_out[i]);
+    for (int i = 0; i < count && i < 8; i++) close(fds_out[i]);
     return EMSGSIZE;
   }
   *length_out = (size_t)n;

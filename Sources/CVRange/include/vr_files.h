@@ -38,9 +38,10 @@ typedef struct {
   uint64_t device;
   uint64_t block_size;
   uint32_t mode;  // st_mode
+  uint32_t hugetlbfs;  // fstatfs: 1 when the file is on hugetlbfs (MFD_HUGETLB)
 } vr_file_info;
 
-/// fstat(fd) into *info.
+/// fstat(fd) and fstatfs(fd) into *info.
 int vr_fstat(int fd, vr_file_info *info);
 /// open("/proc/self/fd/<fd>", O_RDWR | O_CLOEXEC): a new open file
 /// description of the same file.
@@ -74,13 +75,14 @@ int vr_ofd_probe(int fd, off_t byte, int *held_out);
 /// socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0).
 int vr_socketpair(int fds_out[2]);
 /// sendmsg of `length` bytes of `payload` with `count` descriptors attached
-/// (SCM_RIGHTS). count <= 8. EINTR is retried; a short send is EIO.
+/// (SCM_RIGHTS). count <= 253 (the kernel's SCM_MAX_FD). EINTR is retried; a short send is EIO.
 int vr_send_fds(int socket, const void *payload, size_t length, const int *fds, int count);
-/// recvmsg of up to `capacity` bytes with up to 8 descriptors (received
+/// recvmsg of up to `capacity` bytes with its descriptors (received
 /// close-on-exec). *length_out: bytes received (0: the peer closed);
-/// *count_out: descriptors received, stored in fds_out (room for 8).
-/// MSG_CTRUNC (more descriptors than room) closes every received
-/// descriptor and returns EMSGSIZE.
+/// *count_out: descriptors the message carried; the first 8 are stored in
+/// fds_out, any more are closed. EMSGSIZE, every received descriptor closed,
+/// only when the control data did not fit (MSG_CTRUNC: more than the
+/// kernel's 253 descriptors, or other control messages).
 int vr_recv_fds(int socket, void *payload, size_t capacity, size_t *length_out,
                 int fds_out[8], int *count_out);
 

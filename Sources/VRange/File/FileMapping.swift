@@ -256,6 +256,7 @@ public final class FileMapping: @unchecked Sendable {
     ///   them voted, or purged and not yet repopulated. They are zero now.
     /// - Throws: a range error, `.closed`, `.inheritedAcrossFork`, or
     ///   `.unsupported` on a private mapping; nothing changes then.
+    ///   `.hugePagesUnavailable` as `VolatileFile.markNonVolatile` says.
     @discardableResult
     public func markNonVolatile(_ range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
         try markNonVolatile(offset: range.lowerBound, length: range.upperBound &- range.lowerBound)  // never traps: see PageGeometry.pages(_:)
@@ -271,7 +272,7 @@ public final class FileMapping: @unchecked Sendable {
             try checkUsable()
             p = try filePages(offset: offset, length: length)
         }
-        return file.unmark(p, party: marks, pin: true, firstPage: pages.lowerBound, range: offset..<(offset &+ length))
+        return try file.unmark(p, party: marks, pin: true, firstPage: pages.lowerBound, range: offset..<(offset &+ length))
     }
 
     // MARK: - Status

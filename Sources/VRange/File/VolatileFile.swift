@@ -222,10 +222,14 @@ public final class VolatileFile: @unchecked Sendable {
     /// - Returns: the exact ranges purged since the file marked them
     ///   volatile (or purged and not yet repopulated by anyone), now zero.
     /// - Throws: a range error or `.closed`; nothing changes then.
+    ///   `.hugePagesUnavailable` (huge-page files) when a purged page cannot
+    ///   be allocated again: the marks are made, the pages that could not be
+    ///   allocated stay purged (a touch raises SIGBUS), and every loss stays
+    ///   to be reported by the next `markNonVolatile` of the range.
     @discardableResult
     public func markNonVolatile(_ range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
         let pages = try checkedPages(range)
-        return unmark(pages, party: sidecar.fileMarks, pin: false, firstPage: 0, range: range)
+        return try unmark(pages, party: sidecar.fileMarks, pin: false, firstPage: 0, range: range)
     }
 
     /// The pages of `range` of an open file: one range check inline; the
@@ -254,10 +258,10 @@ public final class VolatileFile: @unchecked Sendable {
     /// (10 -> 11) that the end of the mark takes (PartyMap), so the mark is
     /// told even when another party repopulates the page first.
     @inline(__always)
-    func unmark(_ pages: Range<Int>, party: PartyMap, pin: Bool, firstPage: Int, range: Range<Int>) -> NonVolatileResult {
+    func unmark(_ pages: Range<Int>, party: PartyMap, pin: Bool, firstPage: Int, range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
         let w = pages.lowerBound &>> 5
         guard (pages.upperBound &- 1) &>> 5 == w else {
-            return settle(pages, party: party, pin: pin, firstPage: firstPage, range: range)
+            return try settle(pages, party: party, pin: pin, firstPage: firstPage, range: range)
         }
         let m = VolatilityMap.oneWordMask(first: pages.lowerBound, end: pages.upperBound)
         var lost = party.settle(word: w, mask: m, pin: true)
@@ -276,7 +280,11 @@ public final class VolatileFile: @unchecked Sendable {
             if lost == 0 { return NonVolatileResult(intact: range) }
         }
         // The marks are published (and the notices consumed): settle the pages.
-        let rest = settle(pages, party: party, pin: pin, firstPage: firstPage, range: range)
+        let rest: NonVolatileResult
+        do { rest = try settle(pages, party: party, pin: pin, firstPage: firstPage, range: range) } catch {
+            restoreNotices(lost, word: w, party: party)
+            throw error
+        }
         if lost == 0 { return rest }
         var runs: [Range<Int>] = []
         VolatilityMap.forEachRun(in: lost, word: w) { runs.append(($0 - firstPage)..<($0 - firstPage + $1)) }
@@ -292,12 +300,22 @@ public final class VolatileFile: @unchecked Sendable {
     /// ones are waited for; then the notices left meanwhile are taken, and
     /// the file's marks end neutral (`pin: false`). Ranges in the result are
     /// relative to `firstPage`.
-    func settle(_ pages: Range<Int>, party: PartyMap, pin: Bool, firstPage: Int, range: Range<Int>) -> NonVolatileResult {
+    ///
+    /// A huge-page file whose purged page cannot be allocated again throws
+    /// `.hugePagesUnavailable`: the page stays purged, and every notice
+    /// taken (and every page repopulated) is given back to the party as a
+    /// notice, so that the next mark reports them.
+    func settle(_ pages: Range<Int>, party: PartyMap, pin: Bool, firstPage: Int, range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
         var lostRuns: [Range<Int>] = []
         collectNotices(pages, party: party, pin: true, into: &lostRuns)
         hook(.published(pages))
         atomicMemoryFence(ordering: .sequentiallyConsistent)
-        var purged = repopulate(pages)
+        var purged: [Range<Int>] = []
+        func giveBack(_ error: VRangeError) -> VRangeError {
+            for run in lostRuns + purged { restoreNotices(run, party: party) }
+            return error
+        }
+        do { purged = try repopulate(pages, party: party) } catch { throw giveBack(error) }
         // Every purge that missed the publication has ended (its pages were
         // waited for): its notices are in place. Take them and publish the
         // marks again. A party holding a notice (11) reads as voted, so a
@@ -309,7 +327,9 @@ public final class VolatileFile: @unchecked Sendable {
             collectNotices(pages, party: party, pin: pin, into: &late)
             if late.isEmpty { break }
             lostRuns = VolatileRegion.union(lostRuns, late)
-            for run in late { purged += repopulate(run) }
+            for run in late {
+                do { purged += try repopulate(run, party: party) } catch { throw giveBack(error) }
+            }
         }
         let all = lostRuns.isEmpty ? purged : VolatileRegion.union(lostRuns, purged)
         if all.isEmpty { return NonVolatileResult(intact: range) }
@@ -329,26 +349,80 @@ public final class VolatileFile: @unchecked Sendable {
         coalescer.flush { runs.append($0) }
     }
 
+    /// Gives `party` a purge notice again for every page of `run` (or of the
+    /// low bits `mask` of word `w`): a mark that failed half way leaves what
+    /// it learnt for the next one.
+    private func restoreNotices(_ run: Range<Int>, party: PartyMap) {
+        for w in VolatilityMap.wordsCovering(run) {
+            party.notePurge(word: w, mask: VolatilityMap.lowMask(word: w, pages: run))
+        }
+    }
+
+    private func restoreNotices(_ mask: UInt64, word w: Int, party: PartyMap) {
+        if mask != 0 { party.notePurge(word: w, mask: mask) }
+    }
+
     /// Waits out the locked pages of `pages` and makes the purged ones
     /// present (zero); returns the runs it found purged.
-    private func repopulate(_ pages: Range<Int>) -> [Range<Int>] {
-        if isHugePageBacked { populatePurged(pages) }
+    private func repopulate(_ pages: Range<Int>, party: PartyMap) throws(VRangeError) -> [Range<Int>] {
+        if isHugePageBacked { return try repopulateHugePages(pages, party: party) }
         var purged: [Range<Int>] = []
         var wait = LockWait()
         sidecar.content.markNonVolatile(pages, wait: { waitForLockedPage(&wait, pages: pages) }, purged: { purged.append($0) })
-        if isHugePageBacked { for run in purged { populate(run) } }
         return purged
     }
 
-    /// Huge-page files: allocates the purged pages of `pages` before they
-    /// become present, so that no registered mapping finds one missing.
-    private func populatePurged(_ pages: Range<Int>) {
-        sidecar.content.forEachRun(of: .purged, in: pages) { populate($0) }
+    /// Huge-page files: a purged page becomes present only once it is
+    /// allocated in the file again (a registered mapping must never find a
+    /// non-volatile page missing: the handler cannot fill it from an empty
+    /// pool). Under the purge lock (so that no waiter takes the page locked
+    /// here for an orphan), each purged page is locked (11 -> 10),
+    /// allocated, and released present (00); one that cannot be allocated
+    /// is released purged again (11) and the call throws
+    /// `.hugePagesUnavailable`. Purges in flight are waited out first,
+    /// outside the lock (they hold it).
+    private func repopulateHugePages(_ pages: Range<Int>, party: PartyMap) throws(VRangeError) -> [Range<Int>] {
+        var purged: [Range<Int>] = []
+        var wait = LockWait()
+        var failure: SystemError?
+        while true {
+            while sidecar.content.census(pages).locked > 0 { waitForLockedPage(&wait, pages: pages) }
+            let left = try withPurgeLock { () -> Int in
+                for w in VolatilityMap.wordsCovering(pages) where failure == nil {
+                    let locked = lock(word: w, purged: VolatilityMap.lowMask(word: w, pages: pages))
+                    VolatilityMap.forEachRun(in: locked, word: w) { first, count in
+                        let run = first..<(first + count)
+                        if failure == nil {
+                            do throws(SystemError) {
+                                try allocate(run)
+                                sidecar.content.release(run, to: .nonVolatile)
+                                purged.append(run)
+                                return
+                            } catch { failure = error }
+                        }
+                        sidecar.content.release(run, to: .purged)
+                    }
+                }
+                let c = sidecar.content.census(pages)
+                return c.purged + c.locked
+            }
+            if let failure {
+                // The pages repopulated here are lost to the party too: the
+                // next mark reports them.
+                for run in purged { restoreNotices(run, party: party) }
+                throw .hugePagesUnavailable(Self.hugePageReport(needed: pages.count, error: failure))
+            }
+            if left == 0 { break }
+            Kernel.yield()  // a page the fault handler holds for a moment
+        }
+        return VolatileRegion.union(purged, [])
     }
 
-    private func populate(_ run: Range<Int>) {
+    /// Allocates the pages of `run` in the data file (fallocate): a huge
+    /// page from the pool for each.
+    private func allocate(_ run: Range<Int>) throws(SystemError) {
         let bytes = geometry.bytes(run)
-        try? Kernel.allocate(fd: descriptors.data, offset: bytes.lowerBound, length: bytes.count)
+        try Kernel.allocate(fd: descriptors.data, offset: bytes.lowerBound, length: bytes.count)
     }
 
     // MARK: - Status
