@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -261,17 +262,93 @@ void vr_liveness_fd_remove(int fd) {
   }
 }
 
+// MARK: - fork: every live file's locks
+
+// One entry per live VolatileFile: its pthread mutexes, in the order the
+// files layer's prepare takes them, and its count of operations in flight.
+// The list is intrusive (entries are allocated by their file, never in the
+// child) and guarded by `files_lock`.
+struct vr_file_fork_entry {
+  vr_file_fork_entry *next, *prev;
+  pthread_mutex_t *locks[VR_FILE_FORK_LOCKS];
+  int lock_count;
+  int linked;
+  uint64_t uses;
+};
+
+static pthread_mutex_t files_lock = PTHREAD_MUTEX_INITIALIZER;
+static vr_file_fork_entry *files_head;
+static _Atomic uint64_t prepare_count;
+
+uint64_t vr_files_prepare_count(void) { return atomic_load(&prepare_count); }
+
+vr_file_fork_entry *vr_file_fork_entry_new(void) { return calloc(1, sizeof(vr_file_fork_entry)); }
+
+int vr_file_fork_link(vr_file_fork_entry *e, pthread_mutex_t *const *locks, int count) {
+  if (count < 0 || count > VR_FILE_FORK_LOCKS) return EINVAL;
+  pthread_mutex_lock(&files_lock);
+  for (int i = 0; i < count; i++) e->locks[i] = locks[i];
+  e->lock_count = count;
+  e->next = files_head;
+  e->prev = NULL;
+  if (files_head) files_head->prev = e;
+  files_head = e;
+  e->linked = 1;
+  pthread_mutex_unlock(&files_lock);
+  return 0;
+}
+
+void vr_file_fork_unregister(vr_file_fork_entry *e) {
+  if (e == NULL) return;
+  pthread_mutex_lock(&files_lock);
+  if (e->linked) {
+    if (e->prev) e->prev->next = e->next;
+    else files_head = e->next;
+    if (e->next) e->next->prev = e->prev;
+  }
+  pthread_mutex_unlock(&files_lock);
+  free(e);
+}
+
+uint64_t *vr_file_fork_uses(vr_file_fork_entry *e) { return &e->uses; }
+
+// Prepare: the list, then each file's locks in its order (purge, slots,
+// process state, mappings, test hook: the order in which the files layer
+// nests them). A thread inside a purge holds the purge mutex until the
+// purge ends: fork waits for it, as glibc's malloc waits for an arena.
+static void files_at_fork_prepare(void) {
+  atomic_fetch_add(&prepare_count, 1);
+  pthread_mutex_lock(&files_lock);
+  for (vr_file_fork_entry *e = files_head; e; e = e->next)
+    for (int i = 0; i < e->lock_count; i++) pthread_mutex_lock(e->locks[i]);
+}
+
+static void files_at_fork_parent(void) {
+  for (vr_file_fork_entry *e = files_head; e; e = e->next)
+    for (int i = e->lock_count - 1; i >= 0; i--) pthread_mutex_unlock(e->locks[i]);
+  pthread_mutex_unlock(&files_lock);
+}
+
 // Runs in the child of fork() (the files layer of atfork.c, registered at
 // load). Only async-signal-safe calls: the child of a multithreaded process
-// may run nothing else.
+// may run nothing else. The locks prepare took belong to this thread: it
+// releases them. Operations in flight on other threads do not exist here:
+// every file's count of them restarts at zero (its closed and released bits
+// stay; a use begun before fork by this thread ends without counting, see
+// FileLifecycle.swift).
 static void files_at_fork_child(void) {
   __atomic_add_fetch(&vr_fork_generation_value, 1, __ATOMIC_SEQ_CST);
   for (int i = 0; i < VR_MAX_LIVENESS_FDS; i++) {
     int v = atomic_exchange(&liveness_fds[i], 0);
     if (v != 0) close(v - 1);
   }
+  for (vr_file_fork_entry *e = files_head; e; e = e->next) {
+    __atomic_and_fetch(&e->uses, (uint64_t)3, __ATOMIC_SEQ_CST);
+    for (int i = e->lock_count - 1; i >= 0; i--) pthread_mutex_unlock(e->locks[i]);
+  }
+  pthread_mutex_unlock(&files_lock);
 }
 
 __attribute__((constructor)) static void files_register_at_fork(void) {
-  vr_atfork_register(VR_FORK_FILES, NULL, NULL, files_at_fork_child);
+  vr_atfork_register(VR_FORK_FILES, files_at_fork_prepare, files_at_fork_parent, files_at_fork_child);
 }

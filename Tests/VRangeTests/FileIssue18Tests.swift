@@ -180,4 +180,145 @@ func childWatchdog(_ seconds: UInt32) {
         #expect(vr_uffd_zeropage_pages(uffd, base, page, page, &filled) == 0)
         #expect(vr_page_is_there(base, page) == 1)
     }
+
+    // MARK: - 1a
+
+    /// `close()` while a purge of another thread is held after locking its
+    /// pages: the purge finishes on a sidecar and descriptors that are still
+    /// the library's, every later call throws `.closed`, and the descriptors
+    /// are closed once the purge is over. Before the fix the purge touched
+    /// the unmapped sidecar (SIGSEGV).
+    @Test func closeWhileAPurgeOfAnotherThreadIsInFlight() async {
+        await #expect(processExitsWith: .success) {
+            childWatchdog(20)
+            let f = try! VolatileFile(byteCount: 8 * page)
+            let m = try! f.map()
+            for p in 0..<8 { fill(m, page: p, tag: 3) }
+            let data = f.descriptors.data, side = f.descriptors.sidecar
+            try! f.markVolatile(0..<(8 * page))
+            let held = Atomic<Bool>(false), go = Atomic<Bool>(false)
+            f.testHook.withLock { $0 = { point in
+                if case .purgeLocked = point, !held.exchange(true, ordering: .relaxed) {
+                    _ = waitUntil { go.load(ordering: .relaxed) }
+                }
+            } }
+            let purged = Atomic<Int>(-1)
+            let purger = TestThread { purged.store(f.purge(unit: 0), ordering: .relaxed) }
+            guard waitUntil({ held.load(ordering: .relaxed) }) else { _exit(10) }
+            f.close()
+            go.store(true, ordering: .relaxed)
+            purger.join()
+            print("the purge in flight returned \(purged.load(ordering: .relaxed))")
+            guard f.isClosed else { _exit(11) }
+            do { _ = try f.purgeAll(); _exit(12) } catch let e as VRangeError { guard e == .closed else { _exit(13) } } catch { _exit(13) }
+            do { _ = try f.status(); _exit(14) } catch let e as VRangeError { guard e == .closed else { _exit(15) } } catch { _exit(15) }
+            guard fcntl(data, F_GETFD) == -1, fcntl(side, F_GETFD) == -1 else { _exit(16) }
+            _exit(0)
+        }
+    }
+
+    // MARK: - 1b
+
+    /// A purge holds its snapshot of the mprotect mappings while one of them
+    /// is closed: the mapping's addresses stay the library's (nothing else
+    /// can be mapped there), so the purge's mprotect cannot land on another
+    /// allocation. Before the fix the address was free, the test mapped
+    /// there, and the purge made that allocation PROT_NONE.
+    @Test func mappingClosedDuringAPurgeKeepsItsAddresses() throws {
+        let f = try VolatileFile(byteCount: 4 * page)
+        let m = try f.map(options: .init(faultMechanism: .mprotect))
+        fill(m, page: 0, tag: 6)
+        try f.markVolatile(0..<page)
+        let baseBits = UInt(bitPattern: m.mappedBase), length = m.mappedLength
+        let other = Mutex<UInt?>(nil)
+        let reserved = Atomic<Bool>(false)
+        defer { f.testHook.withLock { $0 = nil } }
+        f.testHook.withLock { $0 = { point in
+            guard case .mappingsSnapshot = point, !reserved.load(ordering: .relaxed), other.withLock({ $0 }) == nil else { return }
+            m.close()
+            let mapFixedNoReplace: Int32 = 0x100000  // MAP_FIXED_NOREPLACE
+            let base = UnsafeMutableRawPointer(bitPattern: baseBits)
+            let p = mmap(base, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | mapFixedNoReplace, -1, 0)
+            if p == MAP_FAILED || p == nil {
+                reserved.store(errno == EEXIST, ordering: .relaxed)
+            } else if let p, p == base {
+                memset(p, 5, length)
+                other.withLock { $0 = UInt(bitPattern: p) }
+            } else {
+                munmap(p, length)  // a kernel that ignores the flag put it elsewhere: the address was taken
+                reserved.store(true, ordering: .relaxed)
+            }
+        } }
+        #expect(try f.purgeAll() == page)
+        f.testHook.withLock { $0 = nil }
+        if let bits = other.withLock({ $0 }), let p = UnsafeMutableRawPointer(bitPattern: bits) {
+            let perms = Self.permissions(of: p)
+            #expect(perms.hasPrefix("rw"), "the allocation mapped at the closed mapping's address is \(perms) after the purge")
+            if perms.hasPrefix("rw") { #expect(p.load(as: UInt8.self) == 5) }
+            munmap(p, length)
+        } else {
+            let stillReserved = reserved.load(ordering: .relaxed)
+            #expect(stillReserved, "the closed mapping's addresses are still reserved")
+        }
+    }
+
+    /// The permissions /proc/self/maps gives the mapping holding `address`.
+    static func permissions(of address: UnsafeMutableRawPointer) -> String {
+        let a = UInt(bitPattern: address)
+        for line in (Kernel.readSmallFile("/proc/self/maps") ?? "").split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            let bounds = fields[0].split(separator: "-").compactMap { UInt($0, radix: 16) }
+            if bounds.count == 2, bounds[0] <= a, a < bounds[1] { return String(fields[1]) }
+        }
+        return "unmapped"
+    }
+
+    // MARK: - 2a
+
+    /// fork() while another thread is held inside a purge (holding the
+    /// file's purge mutex): the child purges, marks, pins, maps and closes
+    /// within a bound. Before the fix the child inherited the mutex locked
+    /// and its first purge never returned (the child died of its alarm).
+    @Test func forkWhileAPurgeIsHeld() async {
+        await #expect(processExitsWith: .success) {
+            childWatchdog(60)
+            let f = try! VolatileFile(byteCount: 8 * page)
+            let m = try! f.map()
+            for p in 0..<8 { fill(m, page: p, tag: 2) }
+            try! f.markVolatile(0..<(4 * page))
+            let held = Atomic<Bool>(false), go = Atomic<Bool>(false)
+            f.testHook.withLock { $0 = { point in
+                if case .purgeLocked = point, !held.exchange(true, ordering: .relaxed) {
+                    _ = waitUntil { go.load(ordering: .relaxed) }
+                }
+            } }
+            let purger = TestThread { _ = try? f.purgeAll() }
+            guard waitUntil({ held.load(ordering: .relaxed) }) else { _exit(10) }
+            let status = Atomic<Int32>(-1)
+            let prepared = vr_files_prepare_count()
+            let forker = TestThread {
+                status.store(forked {
+                    childWatchdog(10)
+                    f.testHook.withLock { $0 = nil }
+                    guard (try? f.purgeAll()) != nil else { return 20 }
+                    guard (try? f.markVolatile(0..<page)) != nil, (try? f.markNonVolatile(0..<(8 * page))) != nil else { return 21 }
+                    guard let m2 = try? f.map() else { return 22 }
+                    guard (try? m2.markVolatile(0..<page)) != nil, (try? m2.markNonVolatile(0..<page)) != nil else { return 23 }
+                    guard (try? f.status()) != nil else { return 24 }
+                    m2.close(); m.close(); f.close()
+                    return 0
+                }, ordering: .relaxed)
+            }
+            // The forker reached the files layer's prepare handler while the
+            // purge is held (it waits there for the purge mutex): release it.
+            // Before the fix there was no prepare handler: the forker was
+            // given 300 ms to fork instead.
+            _ = waitUntil(seconds: 0.3) { vr_files_prepare_count() != prepared }
+            go.store(true, ordering: .relaxed)
+            forker.join(); purger.join()
+            let s = status.load(ordering: .relaxed)
+            if exitCode(s) != 0 { print("fork child: status \(s) (exit \(exitCode(s).map(String.init) ?? "-"), signal \(terminatingSignal(s).map(String.init) ?? "-"))"); _exit(1) }
+            _exit(0)
+        }
+    }
 }

@@ -5,6 +5,7 @@
 #ifndef VR_FILES_H
 #define VR_FILES_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -102,6 +103,28 @@ static inline uint64_t vr_fork_generation(void) {
 /// more than 4096 are registered.
 int vr_liveness_fd_add(int fd);
 void vr_liveness_fd_remove(int fd);
+
+/// The most locks one file hands to the at-fork handlers.
+#define VR_FILE_FORK_LOCKS 8
+/// One live file's entry in the files layer's at-fork list (opaque).
+typedef struct vr_file_fork_entry vr_file_fork_entry;
+/// A new entry, not yet in the list, its count of operations in flight 0
+/// (NULL when out of memory).
+vr_file_fork_entry *vr_file_fork_entry_new(void);
+/// Adds the entry to the list with its file's `count` pthread mutexes, in
+/// the order the at-fork prepare handler takes them (after every earlier
+/// file's). The child resets its count of operations in flight, keeping
+/// the two low bits (closed, released). EINVAL when count >
+/// VR_FILE_FORK_LOCKS.
+int vr_file_fork_link(vr_file_fork_entry *entry, pthread_mutex_t *const *locks, int count);
+/// Removes it from the list (if linked) and frees it, before its mutexes
+/// are destroyed.
+void vr_file_fork_unregister(vr_file_fork_entry *entry);
+/// The entry's count of operations in flight (used as an atomic).
+uint64_t *vr_file_fork_uses(vr_file_fork_entry *entry);
+/// How many times the files layer's at-fork prepare handler began (tests:
+/// a thread about to fork has reached it).
+uint64_t vr_files_prepare_count(void);
 
 #ifdef __cplusplus
 }

@@ -20,6 +20,9 @@ extension FileMapping {
         _ range: Range<Int>, _ body: (UnsafeRawBufferPointer) -> Value
     ) throws(VRangeError) -> VolatileAccess<Value> {
         try checkUsable()
+        let token = try file.beginUse()
+        defer { file.endUse(token) }
+        file.hook(.inOperation(.mappingAccess))
         let rel = try geometry.pages(range)
         let p = (rel.lowerBound + pages.lowerBound)..<(rel.upperBound + pages.lowerBound)
         let content = file.sidecar.content

@@ -14,11 +14,12 @@ extension VolatileFile {
     ///
     /// - Throws: `.closed`, or `.system` when sendmsg fails.
     public func send(over socket: Int32) throws(VRangeError) {
-        try checkOpen()
-        do {
-            try Kernel.send(socket: socket, payload: Self.messageTag,
-                            descriptors: [descriptors.data, descriptors.sidecar])
-        } catch { throw .system(error) }
+        try withUse(.fileSend) { () throws(VRangeError) in
+            do throws(SystemError) {
+                try Kernel.send(socket: socket, payload: Self.messageTag,
+                                descriptors: [descriptors.data, descriptors.sidecar])
+            } catch { throw .system(error) }
+        }
     }
 
     /// Receives a file sent with `send(over:)` (`recvmsg`, descriptors
@@ -57,7 +58,12 @@ extension VolatileFile {
     /// close them in the parent afterwards). With `posix_spawn`, a
     /// `posix_spawn_file_actions_adddup2` of `descriptors` does the same.
     public func inheritableDescriptors() throws(VRangeError) -> SharedFileDescriptors {
-        try checkOpen()
+        try withUse(.fileInheritableDescriptors) { () throws(VRangeError) -> SharedFileDescriptors in
+            try duplicates()
+        }
+    }
+
+    private func duplicates() throws(VRangeError) -> SharedFileDescriptors {
         do throws(SystemError) {
             let data = try Kernel.duplicate(fd: descriptors.data)
             do throws(SystemError) {

@@ -13,7 +13,10 @@ import Synchronization
 /// pins (DESIGN.md §1c). A page is purged with `fallocate(PUNCH_HOLE)`,
 /// which drops it for every process at once.
 ///
-/// Thread-safe, except `close()`, which must not race with other calls.
+/// Thread-safe, `close()` included: an operation in flight on another
+/// thread when `close()` is called finishes on descriptors and memory that
+/// are still the file's (the last one to end closes them); every call that
+/// starts after `close()` throws `.closed`.
 /// Ranges are byte offsets in the file, aligned to `pageSize`.
 public final class VolatileFile: @unchecked Sendable {
     /// The file's size in bytes (a whole number of pages).
@@ -24,7 +27,9 @@ public final class VolatileFile: @unchecked Sendable {
     public let isHugePageBacked: Bool
     /// How many mappings may exist at once, across all processes.
     public let maxMappers: Int
-    /// The two descriptors (owned by this object until `close()`).
+    /// The two descriptors, owned by this object: closed by `close()`, or,
+    /// when an operation of another thread is in flight then, as soon as
+    /// the last one ends.
     public let descriptors: SharedFileDescriptors
 
     let sidecar: Sidecar
@@ -34,7 +39,11 @@ public final class VolatileFile: @unchecked Sendable {
     let purgeMutex = Locked<Void>(())
     /// Serializes this process's claims and reclaims of mapper slots.
     let slotMutex = Locked<Void>(())
-    let closedFlag = Atomic<Bool>(false)
+    /// The at-fork entry of this file (vr_files.c): its mutexes for the
+    /// handlers, and `uses` (FileLifecycle.swift).
+    let forkEntry: OpaquePointer
+    /// Closed and released bits, and the count of operations in flight.
+    let uses: UnsafeMutablePointer<Atomic<UInt64>>
     /// `size` until `close()` begins, then 0: the marks' one range check
     /// also turns away a closed file.
     let fastSize: Atomic<Int>
@@ -42,7 +51,7 @@ public final class VolatileFile: @unchecked Sendable {
     let priorityRaw: Atomic<Int>
     let punchFailureCount = Atomic<Int>(0)
     let mappings = Locked<[ObjectIdentifier: WeakMapping]>([:])
-    private let sidecarLength: Int
+    let sidecarLength: Int
     #if DEBUG
     /// Test-only interleaving hook (debug builds): see FileTestHooks.swift.
     let testHook = FileTestHookSlot()
@@ -148,6 +157,13 @@ public final class VolatileFile: @unchecked Sendable {
             try? Kernel.unmap(base, length: layout.totalSize)
             throw .system(error)
         }
+        guard let entry = vr_file_fork_entry_new() else {
+            liveness.close()
+            try? Kernel.unmap(base, length: layout.totalSize)
+            throw .system(SystemError(call: "malloc", errno: 12))  // ENOMEM
+        }
+        self.forkEntry = entry
+        self.uses = UnsafeMutableRawPointer(vr_file_fork_uses(entry)).assumingMemoryBound(to: Atomic<UInt64>.self)
         self.sidecar = Sidecar(layout: layout, base: base)
         self.sidecarLength = layout.totalSize
         self.size = layout.dataSize
@@ -159,30 +175,43 @@ public final class VolatileFile: @unchecked Sendable {
         self.state = Locked(ProcessState(liveness: liveness))
         self.priorityRaw = Atomic(priority.rawValue)
         self.fastSize = Atomic(layout.dataSize)
+        linkForFork()
     }
 
-    deinit { close() }
+    deinit {
+        close()
+        // Nothing can be in flight now (an operation holds a reference): the
+        // resources are released, unless a use was lost (a fork child whose
+        // count was reset while a use was in flight keeps the released bit
+        // clear): release them now, then give back the sidecar's addresses.
+        if !isReleased { releaseIfUnused() }
+        try? Kernel.unmap(sidecar.base, length: sidecarLength)
+        vr_file_fork_unregister(forkEntry)
+    }
 
-    /// Closes every mapping this object made, unmaps the sidecar and closes
-    /// both descriptors. Idempotent. The file lives on in other processes
-    /// that hold it; its marks stay in the sidecar.
+    /// Closes every mapping this object made, then the file: every later
+    /// call throws `.closed`. The sidecar is unmapped (its addresses stay
+    /// reserved until deinit) and both descriptors are closed at once, or,
+    /// when an operation of another thread is in flight (a purge from a
+    /// `Purger`'s thread, say), as soon as the last one ends. Idempotent;
+    /// safe from any thread. The file lives on in other processes that hold
+    /// it; its marks stay in the sidecar.
     public func close() {
-        guard !closedFlag.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        guard let token = beginInternalUse() else { return }
+        defer { endUse(token) }
+        let old = uses.pointee.bitwiseOr(Self.closedBit, ordering: .acquiringAndReleasing).oldValue
+        if old & Self.closedBit != 0 { return }
         fastSize.store(0, ordering: .sequentiallyConsistent)
         let open = mappings.withLock { m in m.values.compactMap(\.mapping) }
         for m in open { m.close() }
-        state.withLock { $0.liveness.close() }
-        try? Kernel.unmap(sidecar.base, length: sidecarLength)
-        Kernel.close(fd: descriptors.data)
-        Kernel.close(fd: descriptors.sidecar)
     }
 
     /// Whether `close()` was called.
-    public var isClosed: Bool { closedFlag.load(ordering: .relaxed) }
+    public var isClosed: Bool { uses.pointee.load(ordering: .relaxed) & Self.closedBit != 0 }
 
     @inline(__always)
     func checkOpen() throws(VRangeError) {
-        if closedFlag.load(ordering: .relaxed) { throw .closed }
+        if isClosed { throw .closed }
     }
 
     /// This process's liveness description (re-opened in a fork child).
@@ -306,6 +335,9 @@ public final class VolatileFile: @unchecked Sendable {
     /// taken (and every page repopulated) is given back to the party as a
     /// notice, so that the next mark reports them.
     func settle(_ pages: Range<Int>, party: PartyMap, pin: Bool, firstPage: Int, range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
+        let token = try beginUse()
+        defer { endUse(token) }
+        hook(.inOperation(party.words == sidecar.fileMarks.words ? .fileMarkNonVolatile : .mappingMarkNonVolatile))
         var lostRuns: [Range<Int>] = []
         collectNotices(pages, party: party, pin: true, into: &lostRuns)
         hook(.published(pages))
@@ -431,7 +463,10 @@ public final class VolatileFile: @unchecked Sendable {
     /// volatile and still present, bytes purged and not yet repopulated, and
     /// bytes purgeable right now under the rule of DESIGN.md §1c.
     public func status(_ range: Range<Int>? = nil) throws(VRangeError) -> FileStatus {
-        try checkOpen()
+        try withUse(.fileStatus) { () throws(VRangeError) -> FileStatus in try statusInUse(range) }
+    }
+
+    private func statusInUse(_ range: Range<Int>?) throws(VRangeError) -> FileStatus {
         let range = range ?? 0..<size
         let pages = try geometry.pages(range)
         let c = sidecar.content.census(pages)
