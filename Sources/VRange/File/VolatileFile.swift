@@ -493,7 +493,8 @@ public final class VolatileFile: @unchecked Sendable {
     /// on first touch; a freed slot's marks are punched out).
     public var sidecarBytes: Int { layout.totalSize }
 
-    /// Sidecar bytes in memory when `mappers` mappings are live.
+    /// Sidecar bytes in memory when `mappers` mappings are live (`mappers`
+    /// is clamped to 0...maxMappers).
     public func metadataBytes(mappers: Int) -> Int { layout.residentBytes(mappers: mappers) }
 }
 
