@@ -22,7 +22,7 @@ import Glibc
         var description: String { name }
     }
 
-    /// 7 protocol points + 11 operations' `.inOperation` points: 18 rows.
+    /// 8 protocol points + 11 operations' `.inOperation` points: 19 rows.
     static let rows: [Row] = [
         Row(name: "purgeLocked", point: .purgeLocked(word: 0)),
         Row(name: "purgeBeforePunch", point: .purgeBeforePunch(0..<0)),
@@ -31,16 +31,18 @@ import Glibc
         Row(name: "published", point: .published(0..<0)),
         Row(name: "accessLocked", point: .accessLocked(word: 0)),
         Row(name: "mappingsSnapshot", point: .mappingsSnapshot(0..<0)),
+        Row(name: "fastMark", point: .fastMark(0..<0)),
     ] + FileOperation.allCases.map { Row(name: "inOperation(\($0.rawValue))", point: .inOperation($0)) }
 
-    @Test func rowCount() { #expect(Self.rows.count == 18) }
+    @Test func rowCount() { #expect(Self.rows.count == 19) }
 
     /// Whether `p` is the row's point (associated values aside).
     static func matches(_ p: FileHookPoint, _ row: FileHookPoint) -> Bool {
         switch (p, row) {
         case (.purgeLocked, .purgeLocked), (.purgeBeforePunch, .purgeBeforePunch),
              (.purgeAfterPunch, .purgeAfterPunch), (.publishedOneWord, .publishedOneWord),
-             (.published, .published), (.accessLocked, .accessLocked), (.mappingsSnapshot, .mappingsSnapshot):
+             (.published, .published), (.accessLocked, .accessLocked), (.mappingsSnapshot, .mappingsSnapshot),
+             (.fastMark, .fastMark):
             return true
         case (.inOperation(let a), .inOperation(let b)): return a == b
         default: return false
@@ -52,6 +54,7 @@ import Glibc
         switch point {
         case .purgeLocked, .purgeBeforePunch, .purgeAfterPunch, .mappingsSnapshot: _ = try? f.purgeAll()
         case .publishedOneWord: _ = try? m.markNonVolatile(0..<page)
+        case .fastMark: try? m.markVolatile(0..<page)
         case .published: _ = try? m.markNonVolatile(0..<(64 * page))
         case .accessLocked:
             // A purge inside the access: the page faults in it, and its end

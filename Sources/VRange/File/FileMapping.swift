@@ -187,15 +187,25 @@ public final class FileMapping: @unchecked Sendable {
 
     deinit {
         close()
+        // Nothing can be in flight now: the slot, withdrawn at close(), is
+        // freed for another mapping.
+        if vr_fork_generation() == forkGeneration, let token = file.beginInternalUse() {
+            file.releaseSlot(slot)
+            file.endUse(token)
+        }
         try? Kernel.unmap(mappedBase, length: mappedLength)
     }
 
-    /// Unmaps and withdraws this mapping's votes and pins (its slot is
-    /// freed). Idempotent; safe from any thread. The addresses stay the
-    /// library's until deinit (empty memory replaces the file's pages): a
-    /// purge of another thread that listed this mapping before it closed
-    /// may still change their protection. In a fork child, an inherited
-    /// mapping is only unmapped: its slot is the parent's.
+    /// Unmaps and withdraws this mapping's votes and pins: they stop
+    /// counting at once. Idempotent; safe from any thread. What an
+    /// operation of another thread may still touch stays the library's
+    /// until deinit: the addresses (empty memory replaces the file's pages;
+    /// a purge that listed this mapping before it closed may still change
+    /// their protection), and the mapper slot (a vote that passed its range
+    /// check before close() may still land in its marks, which no longer
+    /// count: the slot is freed for another mapping only at deinit). In a
+    /// fork child, an inherited mapping is only unmapped: its slot is the
+    /// parent's.
     public func close() {
         guard !closedFlag.exchange(true, ordering: .acquiringAndReleasing) else { return }
         fastSize.store(0, ordering: .sequentiallyConsistent)
@@ -208,13 +218,13 @@ public final class FileMapping: @unchecked Sendable {
         if let z = zeroSource { try? Kernel.unmap(z, length: file.pageSize) }
         guard vr_fork_generation() == forkGeneration else { return }
         file.mappings.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }
-        // The slot lives in the sidecar: released while the file still has
-        // its resources (a file released meanwhile freed every slot of this
-        // process, its liveness description closed).
+        // The slot lives in the sidecar: withdrawn while the file still has
+        // its resources (a file released meanwhile gave up every slot of
+        // this process, its liveness description closed).
         guard let token = file.beginInternalUse() else { return }
         defer { file.endUse(token) }
         file.hook(.inOperation(.mappingClose))
-        file.releaseSlot(slot)
+        file.withdrawSlot(slot)
     }
 
     /// Whether `close()` was called.
@@ -249,6 +259,7 @@ public final class FileMapping: @unchecked Sendable {
     /// Votes `[offset, offset + length)` volatile. See `markVolatile(_:)`.
     public func markVolatile(offset: Int, length: Int) throws(VRangeError) {
         if let p = fastPages(offset: offset, length: length) {
+            file.hook(.fastMark(p))
             vote(p)
             return
         }
@@ -292,6 +303,7 @@ public final class FileMapping: @unchecked Sendable {
     public func markNonVolatile(offset: Int, length: Int) throws(VRangeError) -> NonVolatileResult {
         let p: Range<Int>
         if let fast = fastPages(offset: offset, length: length) {
+            file.hook(.fastMark(fast))
             p = fast
         } else {
             try checkUsable()

@@ -34,6 +34,9 @@ enum FileHookPoint: Sendable, Equatable {
     /// A public operation holds a use of the file (its sidecar and
     /// descriptors stay the library's until it ends) and is about to work.
     case inOperation(FileOperation)
+    /// A mapping's vote or pin passed its range check on the fast path (no
+    /// use held) and is about to write its marks for these file pages.
+    case fastMark(Range<Int>)
 }
 
 /// The operations that hold a use of a file (`FileHookPoint.inOperation`).
