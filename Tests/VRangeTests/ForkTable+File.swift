@@ -112,7 +112,7 @@ import Glibc
 
     @Test(arguments: rows.indices)
     func forkWhileHeld(_ index: Int) async {
-        guard hooksAvailable("forkWhileHeld") else { return }
+        guard hooksAvailable("forkWhileHeld"), forkTestsRunHere("forkWhileHeld") else { return }
         setenv("VRANGE_FORK_TABLE_ROW", "\(index)", 1)
         await #expect(processExitsWith: .success, "row \(Self.rows[index])") {
             let row = ForkTableFile.rows[environmentInt("VRANGE_FORK_TABLE_ROW", 0)]

@@ -160,7 +160,7 @@ public final class VolatileFile: @unchecked Sendable {
         guard let entry = vr_file_fork_entry_new() else {
             liveness.close()
             try? Kernel.unmap(base, length: layout.totalSize)
-            throw .system(SystemError(call: "malloc", errno: 12))  // ENOMEM
+            throw .system(SystemError(call: "malloc", errno: ENOMEM))
         }
         self.forkEntry = entry
         self.uses = UnsafeMutableRawPointer(vr_file_fork_uses(entry)).assumingMemoryBound(to: Atomic<UInt64>.self)
@@ -571,3 +571,9 @@ extension VolatileFile {
 struct WeakMapping {
     weak var mapping: FileMapping?
 }
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
