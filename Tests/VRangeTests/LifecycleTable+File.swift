@@ -58,7 +58,9 @@ enum FileTableOp: String, CaseIterable, Sendable {
             case .mappingMarkNonVolatile: _ = try m.markNonVolatile(0..<span)
             case .mappingMarkNonVolatileOffset: _ = try m.markNonVolatile(offset: 0, length: span)
             case .mappingStatus: _ = try m.status()
-            case .mappingAccess: _ = try m.withVolatileAccess(0..<page) { $0[0] }
+            case .mappingAccess:
+                // Page 0 holds tag 1 (tableFile): intact means 1.
+                if case .intact(let v) = try m.withVolatileAccess(0..<page, { $0[0] }), v != 1 { return "intact(\(v)): a wrong value" }
             case .mappingClose: m.close()
             }
             return "ok"

@@ -230,6 +230,9 @@ public final class FileMapping: @unchecked Sendable {
     /// Whether `close()` was called.
     public var isClosed: Bool { closedFlag.load(ordering: .relaxed) }
 
+    /// Whether `close()` began (acquiring: what it replaced is seen).
+    var closedFlagIsSet: Bool { closedFlag.load(ordering: .acquiring) }
+
     @inline(__always)
     func checkUsable() throws(VRangeError) {
         if closedFlag.load(ordering: .relaxed) || file.isClosed { throw .closed }
@@ -341,6 +344,7 @@ public final class FileMapping: @unchecked Sendable {
     /// Makes the pages of file run `run` (where this mapping shows them)
     /// inaccessible or accessible again (mprotect mechanism only).
     func protect(_ run: Range<Int>, accessible: Bool) {
+        if closedFlagIsSet { return }  // (a reservation now: harmless either way)
         let r = run.clamped(to: pages)
         if r.isEmpty { return }
         let start = mappedBase + (r.lowerBound - alignedFirstPage) * file.pageSize
