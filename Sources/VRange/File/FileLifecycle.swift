@@ -74,7 +74,7 @@ extension VolatileFile {
 
     /// Closes the liveness description and both descriptors; the sidecar's
     /// addresses stay reserved (empty memory) until deinit. Once.
-    private func releaseResources() {
+    func releaseResources() {
         state.withLock { $0.liveness.close() }
         // On failure the sidecar stays mapped (still the library's) until
         // deinit unmaps it.

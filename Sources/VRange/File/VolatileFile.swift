@@ -181,10 +181,11 @@ public final class VolatileFile: @unchecked Sendable {
     deinit {
         close()
         // Nothing can be in flight now (an operation holds a reference): the
-        // resources are released, unless a use was lost (a fork child whose
-        // count was reset while a use was in flight keeps the released bit
-        // clear): release them now, then give back the sidecar's addresses.
-        if !isReleased { releaseIfUnused() }
+        // resources were released by close(), unless a use was never ended
+        // (a bug): release them now regardless, then give back the
+        // sidecar's addresses.
+        let old = uses.pointee.bitwiseOr(Self.closedBit | Self.releasedBit, ordering: .acquiringAndReleasing).oldValue
+        if old & Self.releasedBit == 0 { releaseResources() }
         try? Kernel.unmap(sidecar.base, length: sidecarLength)
         vr_file_fork_unregister(forkEntry)
     }
