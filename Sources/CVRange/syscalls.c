@@ -154,6 +154,23 @@ int vr_uffd_unregister(int fd, void *start, size_t length) {
   return ioctl(fd, UFFDIO_UNREGISTER, &range) == 0 ? 0 : errno;
 }
 
+// UFFDIO_COPY and UFFDIO_ZEROPAGE answer EEXIST when the page is mapped
+// here already, or is in the file already (another process filled it). Then
+// the access can go on only if the page really is there: MADV_POPULATE_READ
+// (Linux 5.14) maps it from the file without a signal, and fails (EFAULT)
+// where it is missing or unusable (a guard or poison marker answers EEXIST
+// too), so the caller raises SIGBUS instead of resuming an access that
+// faults again for ever. A kernel without MADV_POPULATE_READ (EINVAL) keeps
+// the old reading: present.
+int vr_page_is_there(void *page, size_t page_size) {
+  if (madvise(page, page_size, 22 /* MADV_POPULATE_READ */) == 0) return 1;
+  return errno == EINVAL;
+}
+
+static int eexist_means_present(uintptr_t page, size_t page_size) {
+  return vr_page_is_there((void *)page, page_size);
+}
+
 int vr_uffd_zeropage_pages(int fd, void *start, size_t length, size_t page_size,
                            size_t *filled_out) {
   uintptr_t at = (uintptr_t)start, end = at + length;
@@ -170,6 +187,10 @@ int vr_uffd_zeropage_pages(int fd, void *start, size_t length, size_t page_size,
     filled += done;
     at += done;
     if (e == EEXIST) {
+      if (!eexist_means_present(at, page_size)) {
+        if (filled_out) *filled_out = filled;
+        return EEXIST;
+      }
       at += page_size;  // that page is present already: skip it
     } else if (e != EAGAIN && e != EINTR) {
       if (filled_out) *filled_out = filled;
@@ -184,7 +205,7 @@ int vr_uffd_copy(int fd, void *start, const void *source, size_t length) {
   for (;;) {
     struct uffdio_copy c = {.dst = (uintptr_t)start, .src = (uintptr_t)source, .len = length, .mode = 0};
     if (ioctl(fd, UFFDIO_COPY, &c) == 0) return 0;
-    if (errno == EEXIST) return 0;
+    if (errno == EEXIST) return eexist_means_present((uintptr_t)start, length) ? 0 : EEXIST;
     if (errno != EAGAIN && errno != EINTR) return errno;
   }
 }

@@ -11,10 +11,12 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -50,6 +52,9 @@ int vr_get_seals(int fd, int *seals_out) {
   return 0;
 }
 
+// HUGETLBFS_MAGIC of <linux/magic.h>.
+#define VR_HUGETLBFS_MAGIC 0x958458f6
+
 int vr_fstat(int fd, vr_file_info *info) {
   struct stat st;
   if (fstat(fd, &st) != 0) return errno;
@@ -58,6 +63,9 @@ int vr_fstat(int fd, vr_file_info *info) {
   info->device = (uint64_t)st.st_dev;
   info->block_size = (uint64_t)st.st_blksize;
   info->mode = (uint32_t)st.st_mode;
+  struct statfs fs;
+  if (fstatfs(fd, &fs) != 0) return errno;
+  info->hugetlbfs = fs.f_type == VR_HUGETLBFS_MAGIC;
   return 0;
 }
 
@@ -152,14 +160,17 @@ int vr_ofd_probe(int fd, off_t byte, int *held_out) {
 
 // MARK: - Unix sockets
 
+// SCM_MAX_FD of the kernel: the most descriptors one message can carry.
+#define VR_SCM_MAX_FDS 253
+
 int vr_socketpair(int fds_out[2]) {
   return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds_out) == 0 ? 0 : errno;
 }
 
 int vr_send_fds(int socket, const void *payload, size_t length, const int *fds, int count) {
-  if (count < 0 || count > 8 || length == 0) return EINVAL;
+  if (count < 0 || count > VR_SCM_MAX_FDS || length == 0) return EINVAL;
   union {
-    char buffer[CMSG_SPACE(8 * sizeof(int))];
+    char buffer[CMSG_SPACE(VR_SCM_MAX_FDS * sizeof(int))];
     struct cmsghdr align;
   } control;
   memset(&control, 0, sizeof control);
@@ -189,8 +200,11 @@ int vr_send_fds(int socket, const void *payload, size_t length, const int *fds, 
 
 int vr_recv_fds(int socket, void *payload, size_t capacity, size_t *length_out,
                 int fds_out[8], int *count_out) {
+  // Room for as many descriptors as one message can carry, so that a
+  // message with too many is counted exactly (and every one closed) instead
+  // of being cut short by the kernel (MSG_CTRUNC).
   union {
-    char buffer[CMSG_SPACE(8 * sizeof(int))];
+    char buffer[CMSG_SPACE(VR_SCM_MAX_FDS * sizeof(int))];
     struct cmsghdr align;
   } control;
   memset(&control, 0, sizeof control);
@@ -213,12 +227,13 @@ int vr_recv_fds(int socket, void *payload, size_t capacity, size_t *length_out,
     size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     int *in = (int *)CMSG_DATA(c);
     for (size_t i = 0; i < k; i++) {
-      if (count < 8) fds_out[count++] = in[i];
+      if (count < 8) fds_out[count] = in[i];
       else close(in[i]);
+      count++;
     }
   }
   if (msg.msg_flags & MSG_CTRUNC) {
-    for (int i = 0; i < count; i++) close(fds_out[i]);
+    for (int i = 0; i < count && i < 8; i++) close(fds_out[i]);
     return EMSGSIZE;
   }
   *length_out = (size_t)n;
@@ -247,17 +262,93 @@ void vr_liveness_fd_remove(int fd) {
   }
 }
 
+// MARK: - fork: every live file's locks
+
+// One entry per live VolatileFile: its pthread mutexes, in the order the
+// files layer's prepare takes them, and its count of operations in flight.
+// The list is intrusive (entries are allocated by their file, never in the
+// child) and guarded by `files_lock`.
+struct vr_file_fork_entry {
+  vr_file_fork_entry *next, *prev;
+  pthread_mutex_t *locks[VR_FILE_FORK_LOCKS];
+  int lock_count;
+  int linked;
+  uint64_t uses;
+};
+
+static pthread_mutex_t files_lock = PTHREAD_MUTEX_INITIALIZER;
+static vr_file_fork_entry *files_head;
+static _Atomic uint64_t prepare_count;
+
+uint64_t vr_files_prepare_count(void) { return atomic_load(&prepare_count); }
+
+vr_file_fork_entry *vr_file_fork_entry_new(void) { return calloc(1, sizeof(vr_file_fork_entry)); }
+
+int vr_file_fork_link(vr_file_fork_entry *e, pthread_mutex_t *const *locks, int count) {
+  if (count < 0 || count > VR_FILE_FORK_LOCKS) return EINVAL;
+  pthread_mutex_lock(&files_lock);
+  for (int i = 0; i < count; i++) e->locks[i] = locks[i];
+  e->lock_count = count;
+  e->next = files_head;
+  e->prev = NULL;
+  if (files_head) files_head->prev = e;
+  files_head = e;
+  e->linked = 1;
+  pthread_mutex_unlock(&files_lock);
+  return 0;
+}
+
+void vr_file_fork_unregister(vr_file_fork_entry *e) {
+  if (e == NULL) return;
+  pthread_mutex_lock(&files_lock);
+  if (e->linked) {
+    if (e->prev) e->prev->next = e->next;
+    else files_head = e->next;
+    if (e->next) e->next->prev = e->prev;
+  }
+  pthread_mutex_unlock(&files_lock);
+  free(e);
+}
+
+uint64_t *vr_file_fork_uses(vr_file_fork_entry *e) { return &e->uses; }
+
+// Prepare: the list, then each file's locks in its order (purge, slots,
+// process state, mappings, test hook: the order in which the files layer
+// nests them). A thread inside a purge holds the purge mutex until the
+// purge ends: fork waits for it, as glibc's malloc waits for an arena.
+static void files_at_fork_prepare(void) {
+  atomic_fetch_add(&prepare_count, 1);
+  pthread_mutex_lock(&files_lock);
+  for (vr_file_fork_entry *e = files_head; e; e = e->next)
+    for (int i = 0; i < e->lock_count; i++) pthread_mutex_lock(e->locks[i]);
+}
+
+static void files_at_fork_parent(void) {
+  for (vr_file_fork_entry *e = files_head; e; e = e->next)
+    for (int i = e->lock_count - 1; i >= 0; i--) pthread_mutex_unlock(e->locks[i]);
+  pthread_mutex_unlock(&files_lock);
+}
+
 // Runs in the child of fork() (the files layer of atfork.c, registered at
 // load). Only async-signal-safe calls: the child of a multithreaded process
-// may run nothing else.
+// may run nothing else. The locks prepare took belong to this thread: it
+// releases them. Operations in flight on other threads do not exist here:
+// every file's count of them restarts at zero (its closed and released bits
+// stay; a use begun before fork by this thread ends without counting, see
+// FileLifecycle.swift).
 static void files_at_fork_child(void) {
   __atomic_add_fetch(&vr_fork_generation_value, 1, __ATOMIC_SEQ_CST);
   for (int i = 0; i < VR_MAX_LIVENESS_FDS; i++) {
     int v = atomic_exchange(&liveness_fds[i], 0);
     if (v != 0) close(v - 1);
   }
+  for (vr_file_fork_entry *e = files_head; e; e = e->next) {
+    __atomic_and_fetch(&e->uses, (uint64_t)3, __ATOMIC_SEQ_CST);
+    for (int i = e->lock_count - 1; i >= 0; i--) pthread_mutex_unlock(e->locks[i]);
+  }
+  pthread_mutex_unlock(&files_lock);
 }
 
 __attribute__((constructor)) static void files_register_at_fork(void) {
-  vr_atfork_register(VR_FORK_FILES, NULL, NULL, files_at_fork_child);
+  vr_atfork_register(VR_FORK_FILES, files_at_fork_prepare, files_at_fork_parent, files_at_fork_child);
 }

@@ -77,6 +77,11 @@ int vr_uffd_zeropage_pages(int fd, void *start, size_t length, size_t page_size,
 /// UFFDIO_COPY of `length` bytes from `source` to the missing page(s) at
 /// `start` (EEXIST, the page present already, counts as done).
 int vr_uffd_copy(int fd, void *start, const void *source, size_t length);
+/// Whether `page` (mapped here, registered or not) really is there: mapped,
+/// or in its file and now mapped (MADV_POPULATE_READ, no signal). 1 on
+/// kernels without MADV_POPULATE_READ. UFFDIO_COPY and UFFDIO_ZEROPAGE count
+/// EEXIST as filled only when this says so (else they return EEXIST).
+int vr_page_is_there(void *page, size_t page_size);
 
 /// The process-wide userfaultfd, opened on first use and kept at a high
 /// descriptor number (F_DUPFD_CLOEXEC), out of the way of programs that

@@ -5,6 +5,7 @@
 #ifndef VR_FILES_H
 #define VR_FILES_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -38,9 +39,10 @@ typedef struct {
   uint64_t device;
   uint64_t block_size;
   uint32_t mode;  // st_mode
+  uint32_t hugetlbfs;  // fstatfs: 1 when the file is on hugetlbfs (MFD_HUGETLB)
 } vr_file_info;
 
-/// fstat(fd) into *info.
+/// fstat(fd) and fstatfs(fd) into *info.
 int vr_fstat(int fd, vr_file_info *info);
 /// open("/proc/self/fd/<fd>", O_RDWR | O_CLOEXEC): a new open file
 /// description of the same file.
@@ -74,13 +76,14 @@ int vr_ofd_probe(int fd, off_t byte, int *held_out);
 /// socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0).
 int vr_socketpair(int fds_out[2]);
 /// sendmsg of `length` bytes of `payload` with `count` descriptors attached
-/// (SCM_RIGHTS). count <= 8. EINTR is retried; a short send is EIO.
+/// (SCM_RIGHTS). count <= 253 (the kernel's SCM_MAX_FD). EINTR is retried; a short send is EIO.
 int vr_send_fds(int socket, const void *payload, size_t length, const int *fds, int count);
-/// recvmsg of up to `capacity` bytes with up to 8 descriptors (received
+/// recvmsg of up to `capacity` bytes with its descriptors (received
 /// close-on-exec). *length_out: bytes received (0: the peer closed);
-/// *count_out: descriptors received, stored in fds_out (room for 8).
-/// MSG_CTRUNC (more descriptors than room) closes every received
-/// descriptor and returns EMSGSIZE.
+/// *count_out: descriptors the message carried; the first 8 are stored in
+/// fds_out, any more are closed. EMSGSIZE, every received descriptor closed,
+/// only when the control data did not fit (MSG_CTRUNC: more than the
+/// kernel's 253 descriptors, or other control messages).
 int vr_recv_fds(int socket, void *payload, size_t capacity, size_t *length_out,
                 int fds_out[8], int *count_out);
 
@@ -100,6 +103,28 @@ static inline uint64_t vr_fork_generation(void) {
 /// more than 4096 are registered.
 int vr_liveness_fd_add(int fd);
 void vr_liveness_fd_remove(int fd);
+
+/// The most locks one file hands to the at-fork handlers.
+#define VR_FILE_FORK_LOCKS 8
+/// One live file's entry in the files layer's at-fork list (opaque).
+typedef struct vr_file_fork_entry vr_file_fork_entry;
+/// A new entry, not yet in the list, its count of operations in flight 0
+/// (NULL when out of memory).
+vr_file_fork_entry *vr_file_fork_entry_new(void);
+/// Adds the entry to the list with its file's `count` pthread mutexes, in
+/// the order the at-fork prepare handler takes them (after every earlier
+/// file's). The child resets its count of operations in flight, keeping
+/// the two low bits (closed, released). EINVAL when count >
+/// VR_FILE_FORK_LOCKS.
+int vr_file_fork_link(vr_file_fork_entry *entry, pthread_mutex_t *const *locks, int count);
+/// Removes it from the list (if linked) and frees it, before its mutexes
+/// are destroyed.
+void vr_file_fork_unregister(vr_file_fork_entry *entry);
+/// The entry's count of operations in flight (used as an atomic).
+uint64_t *vr_file_fork_uses(vr_file_fork_entry *entry);
+/// How many times the files layer's at-fork prepare handler began (tests:
+/// a thread about to fork has reached it).
+uint64_t vr_files_prepare_count(void);
 
 #ifdef __cplusplus
 }

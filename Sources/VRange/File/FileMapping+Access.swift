@@ -13,13 +13,17 @@ extension FileMapping {
     ///
     /// - Returns: `.intact(value)` when no page of `range` was purged (or
     ///   lost by this mapper) before or during the access, else `.purged`.
-    /// - Throws: a range error, `.closed`, `.inheritedAcrossFork`,
-    ///   `.accessNestingTooDeep`, or `.system` when the purge lock cannot be
-    ///   taken to punch a page out again.
+    /// - Throws: a range error, `.closed` (also when the mapping or its file
+    ///   was closed while `body` ran: what it read may not be the file's),
+    ///   `.inheritedAcrossFork`, `.accessNestingTooDeep`, or `.system` when
+    ///   the purge lock cannot be taken to punch a page out again.
     public func withVolatileAccess<Value>(
         _ range: Range<Int>, _ body: (UnsafeRawBufferPointer) -> Value
     ) throws(VRangeError) -> VolatileAccess<Value> {
         try checkUsable()
+        let token = try file.beginUse()
+        defer { file.endUse(token) }
+        file.hook(.inOperation(.mappingAccess))
         let rel = try geometry.pages(range)
         let p = (rel.lowerBound + pages.lowerBound)..<(rel.upperBound + pages.lowerBound)
         let content = file.sidecar.content
@@ -37,6 +41,9 @@ extension FileMapping {
         }
         let faults = Kernel.FaultTable.endScope()
         if faults.count > 0 { try punchAgain(faults, in: p) }
+        // A close() during the body replaced the pages with empty memory:
+        // what the body read is not the file's (DESIGN.md §9: never intact).
+        if closedFlagIsSet { throw .closed }
         if faults.count > 0 { return .purged }
         atomicMemoryFence(ordering: .sequentiallyConsistent)
         if content.anyDiscarded(in: p) || (!isPrivate && marks.anyLost(in: p))

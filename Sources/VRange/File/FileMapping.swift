@@ -18,8 +18,10 @@ import Synchronization
 /// pins: while it exists, none of its pages is purged (a purge would change
 /// what it reads).
 ///
-/// Ranges are byte offsets within the mapping. Thread-safe, except
-/// `close()`, which must not race with other calls on this mapping.
+/// Ranges are byte offsets within the mapping. Thread-safe, `close()`
+/// included: an operation in flight when it is called finishes on memory
+/// that is still the library's (the mapping's addresses stay reserved until
+/// deinit); every call that starts after it throws `.closed`.
 public final class FileMapping: @unchecked Sendable {
     /// The file (kept open while the mapping exists).
     public let file: VolatileFile
@@ -41,7 +43,8 @@ public final class FileMapping: @unchecked Sendable {
     /// while every mark still reports it exactly.
     public let faultMechanism: FaultMechanism
 
-    /// The whole mapping as bytes. Valid until `close()`.
+    /// The whole mapping as bytes. Valid until `close()` (after it, empty
+    /// memory that is still reserved for this object, until deinit).
     public var bytes: UnsafeMutableRawBufferPointer {
         UnsafeMutableRawBufferPointer(start: baseAddress, count: size)
     }
@@ -142,6 +145,13 @@ public final class FileMapping: @unchecked Sendable {
         // Every mapping is in the file's registry, so that the file's
         // close() closes it (its slot lives in the sidecar the file unmaps).
         file.mappings.withLock { $0[ObjectIdentifier(self)] = WeakMapping(mapping: self) }
+        // A close() of the file that listed its mappings before this one
+        // was in the list: close it here (the map call's use keeps the
+        // file's resources meanwhile).
+        if file.isClosed {
+            close()
+            throw .closed
+        }
         if mechanism == .mprotect {
             // A purge in flight ends before the pages are looked at (a private
             // mapping is live already: later purges leave its pages alone).
@@ -175,25 +185,53 @@ public final class FileMapping: @unchecked Sendable {
         }
     }
 
-    deinit { close() }
+    deinit {
+        close()
+        // Nothing can be in flight now: the slot, withdrawn at close(), is
+        // freed for another mapping.
+        if vr_fork_generation() == forkGeneration, let token = file.beginInternalUse() {
+            file.releaseSlot(slot)
+            file.endUse(token)
+        }
+        try? Kernel.unmap(mappedBase, length: mappedLength)
+    }
 
-    /// Unmaps and withdraws this mapping's votes and pins (its slot is
-    /// freed). Idempotent. In a fork child, an inherited mapping is only
-    /// unmapped: its slot is the parent's.
+    /// Unmaps and withdraws this mapping's votes and pins: they stop
+    /// counting at once. Idempotent; safe from any thread. What an
+    /// operation of another thread may still touch stays the library's
+    /// until deinit: the addresses (empty memory replaces the file's pages;
+    /// a purge that listed this mapping before it closed may still change
+    /// their protection), and the mapper slot (a vote that passed its range
+    /// check before close() may still land in its marks, which no longer
+    /// count: the slot is freed for another mapping only at deinit). In a
+    /// fork child, an inherited mapping is only unmapped: its slot is the
+    /// parent's.
     public func close() {
         guard !closedFlag.exchange(true, ordering: .acquiringAndReleasing) else { return }
         fastSize.store(0, ordering: .sequentiallyConsistent)
         Kernel.FaultTable.unregister(slot: handlerSlot)
-        try? Kernel.unmap(mappedBase, length: mappedLength)
+        if (try? Kernel.replaceWithEmpty(mappedBase, length: mappedLength)) == nil {
+            // Still the file's pages, and still reserved: deinit unmaps them.
+            try? Kernel.protect(mappedBase, length: mappedLength, .none)
+        }
         handlerMetadata.deallocate()
         if let z = zeroSource { try? Kernel.unmap(z, length: file.pageSize) }
         guard vr_fork_generation() == forkGeneration else { return }
         file.mappings.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }
-        file.releaseSlot(slot)
+        // The slot lives in the sidecar: withdrawn while the file still has
+        // its resources (a file released meanwhile gave up every slot of
+        // this process, its liveness description closed).
+        guard let token = file.beginInternalUse() else { return }
+        defer { file.endUse(token) }
+        file.hook(.inOperation(.mappingClose))
+        file.withdrawSlot(slot)
     }
 
     /// Whether `close()` was called.
     public var isClosed: Bool { closedFlag.load(ordering: .relaxed) }
+
+    /// Whether `close()` began (acquiring: what it replaced is seen).
+    var closedFlagIsSet: Bool { closedFlag.load(ordering: .acquiring) }
 
     @inline(__always)
     func checkUsable() throws(VRangeError) {
@@ -224,6 +262,7 @@ public final class FileMapping: @unchecked Sendable {
     /// Votes `[offset, offset + length)` volatile. See `markVolatile(_:)`.
     public func markVolatile(offset: Int, length: Int) throws(VRangeError) {
         if let p = fastPages(offset: offset, length: length) {
+            file.hook(.fastMark(p))
             vote(p)
             return
         }
@@ -256,6 +295,7 @@ public final class FileMapping: @unchecked Sendable {
     ///   them voted, or purged and not yet repopulated. They are zero now.
     /// - Throws: a range error, `.closed`, `.inheritedAcrossFork`, or
     ///   `.unsupported` on a private mapping; nothing changes then.
+    ///   `.hugePagesUnavailable` as `VolatileFile.markNonVolatile` says.
     @discardableResult
     public func markNonVolatile(_ range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
         try markNonVolatile(offset: range.lowerBound, length: range.upperBound &- range.lowerBound)  // never traps: see PageGeometry.pages(_:)
@@ -266,12 +306,13 @@ public final class FileMapping: @unchecked Sendable {
     public func markNonVolatile(offset: Int, length: Int) throws(VRangeError) -> NonVolatileResult {
         let p: Range<Int>
         if let fast = fastPages(offset: offset, length: length) {
+            file.hook(.fastMark(fast))
             p = fast
         } else {
             try checkUsable()
             p = try filePages(offset: offset, length: length)
         }
-        return file.unmark(p, party: marks, pin: true, firstPage: pages.lowerBound, range: offset..<(offset &+ length))
+        return try file.unmark(p, party: marks, pin: true, firstPage: pages.lowerBound, range: offset..<(offset &+ length))
     }
 
     // MARK: - Status
@@ -281,6 +322,10 @@ public final class FileMapping: @unchecked Sendable {
     /// purged and not repopulated).
     public func status(_ range: Range<Int>? = nil) throws(VRangeError) -> MappingStatus {
         try checkUsable()
+        return try file.withUse(.mappingStatus) { () throws(VRangeError) -> MappingStatus in try statusInUse(range) }
+    }
+
+    private func statusInUse(_ range: Range<Int>?) throws(VRangeError) -> MappingStatus {
         let range = range ?? 0..<size
         let rel = try geometry.pages(range)
         let p = (rel.lowerBound + pages.lowerBound)..<(rel.upperBound + pages.lowerBound)
@@ -299,6 +344,7 @@ public final class FileMapping: @unchecked Sendable {
     /// Makes the pages of file run `run` (where this mapping shows them)
     /// inaccessible or accessible again (mprotect mechanism only).
     func protect(_ run: Range<Int>, accessible: Bool) {
+        if closedFlagIsSet { return }  // (a reservation now: harmless either way)
         let r = run.clamped(to: pages)
         if r.isEmpty { return }
         let start = mappedBase + (r.lowerBound - alignedFirstPage) * file.pageSize
@@ -341,8 +387,9 @@ extension VolatileFile {
     ///   mapper slot is live, `.unsupported` when `options` asks for
     ///   userfaultfd and the kernel refuses it, `.system` when mmap fails.
     public func map(_ range: Range<Int>? = nil, options: FileMapping.Options = .init()) throws(VRangeError) -> FileMapping {
-        try checkOpen()
-        return try FileMapping(file: self, range: range ?? 0..<size, options: options)
+        try withUse(.fileMap) { () throws(VRangeError) -> FileMapping in
+            try FileMapping(file: self, range: range ?? 0..<size, options: options)
+        }
     }
 }
 

@@ -3,6 +3,11 @@
 // VolatileFile object (`testHook`), called at each named point of that
 // object's operations; it may block there, yield, or record.
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// Points of the purge and pin protocols where a test may intervene.
 enum FileHookPoint: Sendable, Equatable {
@@ -23,6 +28,21 @@ enum FileHookPoint: Sendable, Equatable {
     /// The end of an optimistic access locked (11 -> 10) the purged pages of
     /// this word that it had filled, to punch them out again.
     case accessLocked(word: Int)
+    /// A purge took its snapshot of this process's mprotect mappings for
+    /// `run` and is about to protect them.
+    case mappingsSnapshot(Range<Int>)
+    /// A public operation holds a use of the file (its sidecar and
+    /// descriptors stay the library's until it ends) and is about to work.
+    case inOperation(FileOperation)
+    /// A mapping's vote or pin passed its range check on the fast path (no
+    /// use held) and is about to write its marks for these file pages.
+    case fastMark(Range<Int>)
+}
+
+/// The operations that hold a use of a file (`FileHookPoint.inOperation`).
+enum FileOperation: String, Sendable, Equatable, CaseIterable {
+    case filePurge, fileStatus, fileMarkNonVolatile, fileMap, fileSend, fileInheritableDescriptors
+    case filePurgeUnits, mappingMarkNonVolatile, mappingStatus, mappingAccess, mappingClose
 }
 
 #if DEBUG
@@ -43,6 +63,9 @@ final class FileTestHookSlot: @unchecked Sendable {
             return r
         }
     }
+
+    /// The mutex, for the at-fork handlers.
+    var mutex: UnsafeMutablePointer<pthread_mutex_t> { hook.mutex }
 
     /// The installed hook, if any.
     @inline(__always)

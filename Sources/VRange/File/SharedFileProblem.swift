@@ -38,6 +38,9 @@ public enum SharedFileProblem: Sendable, Hashable, CustomStringConvertible {
     case invalidPageSize(Int)
     /// The header's page size differs from the data file's (its st_blksize).
     case pageSizeMismatch(header: Int, file: Int)
+    /// The header's huge-page flag disagrees with the data file: `header`
+    /// is the flag, `file` whether the data file is on hugetlbfs.
+    case hugePagesMismatch(header: Bool, file: Bool)
     /// The page count is zero, too large, or disagrees with the data size.
     case invalidPageCount(Int)
     /// The mapper-slot count is outside 1...1024.
@@ -69,6 +72,8 @@ public enum SharedFileProblem: Sendable, Hashable, CustomStringConvertible {
         case .checksumMismatch: "the sidecar header's checksum does not match"
         case .invalidPageSize(let p): "invalid page size \(p)"
         case .pageSizeMismatch(let h, let f): "the header's page size \(h) differs from the data file's \(f)"
+        case .hugePagesMismatch(let h, let f):
+            "the header \(h ? "claims" : "lacks") the huge-page flag, the data file is \(f ? "" : "not ")on hugetlbfs"
         case .invalidPageCount(let n): "invalid page count \(n)"
         case .invalidSlotCount(let n): "invalid mapper-slot count \(n)"
         case .layoutMismatch(let f): "the sidecar's \(f) differs from the layout derived from its page count"

@@ -69,7 +69,7 @@ struct SidecarLayout: Equatable, Sendable {
     /// page when it is first touched; slots are claimed lowest first and a
     /// freed slot's map is punched out).
     func residentBytes(mappers: Int) -> Int {
-        let end = slotMapsOffset + min(mappers, slotCount) * slotMapStride
+        let end = slotMapsOffset + min(max(mappers, 0), slotCount) * slotMapStride  // clamped to 0...slotCount
         return min(totalSize, (end + Self.alignment - 1) & ~(Self.alignment - 1))
     }
 }

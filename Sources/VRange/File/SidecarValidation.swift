@@ -1,6 +1,6 @@
 // Adoption checks: everything about a data/sidecar pair is verified before
 // anything is mapped — descriptors, seals, the header (magic, version,
-// checksum), the geometry, every offset (recomputed from the validated page
+// checksum), the huge-page flag against the data file's filesystem, the geometry, every offset (recomputed from the validated page
 // count, never read), and both files' sizes and identity.
 import CVRange
 
@@ -66,8 +66,17 @@ enum SidecarValidation {
         guard h.pageSize >= 4096, h.pageSize <= 1 << 30, h.pageSize & (h.pageSize - 1) == 0 else {
             throw .invalidSharedFile(.invalidPageSize(pageSize))
         }
-        guard pageSize == dataInfo.blockSize else {
-            throw .invalidSharedFile(.pageSizeMismatch(header: pageSize, file: dataInfo.blockSize))
+        // The data file's real page size and filesystem, not what the header
+        // says: a hugetlbfs file is used in huge pages (no zero page, no
+        // partial page), any other in the system's pages (tmpfs may report a
+        // transparent-huge-page st_blksize that is not its unit).
+        let hugeHeader = h.flags & SidecarLayout.hugePagesFlag != 0
+        guard hugeHeader == dataInfo.isHugetlbfs else {
+            throw .invalidSharedFile(.hugePagesMismatch(header: hugeHeader, file: dataInfo.isHugetlbfs))
+        }
+        let realPageSize = dataInfo.isHugetlbfs ? dataInfo.blockSize : Kernel.pageSize
+        guard pageSize == realPageSize else {
+            throw .invalidSharedFile(.pageSizeMismatch(header: pageSize, file: realPageSize))
         }
         let pageCount = Int(truncatingIfNeeded: h.pageCount)
         let (product, overflow) = pageSize.multipliedReportingOverflow(by: pageCount)

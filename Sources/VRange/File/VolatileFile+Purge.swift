@@ -32,7 +32,9 @@ extension VolatileFile {
     public func purge(_ range: Range<Int>) throws(VRangeError) -> Int {
         try checkOpen()
         let pages = try geometry.pages(range)
-        return try withPurgeLock { purgeLocked(pages) } << geometry.pageShift
+        return try withUse(.filePurge) { () throws(VRangeError) -> Int in
+            try withPurgeLock { purgeLocked(pages) } << geometry.pageShift
+        }
     }
 
     /// Purges every purgeable page of the file. Returns the bytes purged.
@@ -251,7 +253,9 @@ extension VolatileFile {
     /// inaccessible before a run is punched (userfaultfd mappings fault by
     /// themselves in every process).
     private func protectLocalMappings(_ run: Range<Int>) {
-        for m in mprotectMappings() { m.protect(run, accessible: false) }
+        let snapshot = mprotectMappings()
+        hook(.mappingsSnapshot(run))
+        for m in snapshot { m.protect(run, accessible: false) }
     }
 
     private func unprotectLocalMappings(_ run: Range<Int>) {

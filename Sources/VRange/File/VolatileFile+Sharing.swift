@@ -14,29 +14,38 @@ extension VolatileFile {
     ///
     /// - Throws: `.closed`, or `.system` when sendmsg fails.
     public func send(over socket: Int32) throws(VRangeError) {
-        try checkOpen()
-        do {
-            try Kernel.send(socket: socket, payload: Self.messageTag,
-                            descriptors: [descriptors.data, descriptors.sidecar])
-        } catch { throw .system(error) }
+        try withUse(.fileSend) { () throws(VRangeError) in
+            do throws(SystemError) {
+                try Kernel.send(socket: socket, payload: Self.messageTag,
+                                descriptors: [descriptors.data, descriptors.sidecar])
+            } catch { throw .system(error) }
+        }
     }
 
     /// Receives a file sent with `send(over:)` (`recvmsg`, descriptors
     /// close-on-exec) and adopts it. Blocks until a message arrives.
     ///
     /// - Throws: `.invalidSharedFile(.badMessage)` for a message that is not
-    ///   one (or an end of stream), `.invalidSharedFile(.missingDescriptors)`
-    ///   when it does not carry exactly two descriptors, any adoption error
-    ///   (the received descriptors are closed then), or `.system`.
+    ///   one (or an end of stream, or control data that did not fit),
+    ///   `.invalidSharedFile(.missingDescriptors(received: n))` when it does
+    ///   not carry exactly two descriptors (`n` counts every one it carried,
+    ///   up to the kernel's 253), any adoption error (the received
+    ///   descriptors are closed then, as for every error), or `.system` when
+    ///   recvmsg fails.
     public convenience init(receivingFrom socket: Int32) throws(VRangeError) {
-        let message: (payload: [UInt8], descriptors: [Int32])
-        do { message = try Kernel.receive(socket: socket, capacity: 64) } catch { throw .system(error) }
+        let message: (payload: [UInt8], descriptors: [Int32], received: Int)
+        do { message = try Kernel.receive(socket: socket, capacity: 64) } catch {
+            // Control data that did not fit (every descriptor closed): not
+            // a shared-file message.
+            if error.errno == EMSGSIZE { throw .invalidSharedFile(.badMessage) }
+            throw .system(error)
+        }
         func reject(_ p: SharedFileProblem) -> VRangeError {
             for fd in message.descriptors { Kernel.close(fd: fd) }
             return .invalidSharedFile(p)
         }
         guard message.payload == Self.messageTag else { throw reject(.badMessage) }
-        guard message.descriptors.count == 2 else { throw reject(.missingDescriptors(received: message.descriptors.count)) }
+        guard message.received == 2 else { throw reject(.missingDescriptors(received: message.received)) }
         let pair = SharedFileDescriptors(data: message.descriptors[0], sidecar: message.descriptors[1])
         do { try self.init(adopting: pair) } catch {
             for fd in message.descriptors { Kernel.close(fd: fd) }
@@ -49,7 +58,12 @@ extension VolatileFile {
     /// close them in the parent afterwards). With `posix_spawn`, a
     /// `posix_spawn_file_actions_adddup2` of `descriptors` does the same.
     public func inheritableDescriptors() throws(VRangeError) -> SharedFileDescriptors {
-        try checkOpen()
+        try withUse(.fileInheritableDescriptors) { () throws(VRangeError) -> SharedFileDescriptors in
+            try duplicates()
+        }
+    }
+
+    private func duplicates() throws(VRangeError) -> SharedFileDescriptors {
         do throws(SystemError) {
             let data = try Kernel.duplicate(fd: descriptors.data)
             do throws(SystemError) {
@@ -64,3 +78,9 @@ extension VolatileFile {
         } catch { throw .system(error) }
     }
 }
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif

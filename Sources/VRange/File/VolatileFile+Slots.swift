@@ -61,6 +61,20 @@ extension VolatileFile {
         throw .tooManyMappers(limit: layout.slotCount)
     }
 
+    /// Withdraws a slot this process owns and keeps it: reclaiming (its
+    /// votes no longer count) with its marks cleared, its OFD byte still
+    /// held, so that nobody claims it until `releaseSlot` (a closed
+    /// mapping's deinit: a mark of another thread that passed its range
+    /// check before the close may still write into these marks).
+    func withdrawSlot(_ i: Int) {
+        guard let ps = try? processState(), ps.owned.contains(i) else { return }
+        slotMutex.withLock { _ in
+            if let v = sidecar.slots.view(i), sidecar.slots.beginReclaim(i, observed: v.state) {
+                clearMarks(ofSlot: i)
+            }
+        }
+    }
+
     /// Releases a slot this process owns: its marks are withdrawn first.
     func releaseSlot(_ i: Int) {
         guard let ps = try? processState(), ps.owned.contains(i) else { return }

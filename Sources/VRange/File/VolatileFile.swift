@@ -13,7 +13,10 @@ import Synchronization
 /// pins (DESIGN.md §1c). A page is purged with `fallocate(PUNCH_HOLE)`,
 /// which drops it for every process at once.
 ///
-/// Thread-safe, except `close()`, which must not race with other calls.
+/// Thread-safe, `close()` included: an operation in flight on another
+/// thread when `close()` is called finishes on descriptors and memory that
+/// are still the file's (the last one to end closes them); every call that
+/// starts after `close()` throws `.closed`.
 /// Ranges are byte offsets in the file, aligned to `pageSize`.
 public final class VolatileFile: @unchecked Sendable {
     /// The file's size in bytes (a whole number of pages).
@@ -24,7 +27,9 @@ public final class VolatileFile: @unchecked Sendable {
     public let isHugePageBacked: Bool
     /// How many mappings may exist at once, across all processes.
     public let maxMappers: Int
-    /// The two descriptors (owned by this object until `close()`).
+    /// The two descriptors, owned by this object: closed by `close()`, or,
+    /// when an operation of another thread is in flight then, as soon as
+    /// the last one ends.
     public let descriptors: SharedFileDescriptors
 
     let sidecar: Sidecar
@@ -34,7 +39,11 @@ public final class VolatileFile: @unchecked Sendable {
     let purgeMutex = Locked<Void>(())
     /// Serializes this process's claims and reclaims of mapper slots.
     let slotMutex = Locked<Void>(())
-    let closedFlag = Atomic<Bool>(false)
+    /// The at-fork entry of this file (vr_files.c): its mutexes for the
+    /// handlers, and `uses` (FileLifecycle.swift).
+    let forkEntry: OpaquePointer
+    /// Closed and released bits, and the count of operations in flight.
+    let uses: UnsafeMutablePointer<Atomic<UInt64>>
     /// `size` until `close()` begins, then 0: the marks' one range check
     /// also turns away a closed file.
     let fastSize: Atomic<Int>
@@ -42,7 +51,7 @@ public final class VolatileFile: @unchecked Sendable {
     let priorityRaw: Atomic<Int>
     let punchFailureCount = Atomic<Int>(0)
     let mappings = Locked<[ObjectIdentifier: WeakMapping]>([:])
-    private let sidecarLength: Int
+    let sidecarLength: Int
     #if DEBUG
     /// Test-only interleaving hook (debug builds): see FileTestHooks.swift.
     let testHook = FileTestHookSlot()
@@ -148,6 +157,13 @@ public final class VolatileFile: @unchecked Sendable {
             try? Kernel.unmap(base, length: layout.totalSize)
             throw .system(error)
         }
+        guard let entry = vr_file_fork_entry_new() else {
+            liveness.close()
+            try? Kernel.unmap(base, length: layout.totalSize)
+            throw .system(SystemError(call: "malloc", errno: ENOMEM))
+        }
+        self.forkEntry = entry
+        self.uses = UnsafeMutableRawPointer(vr_file_fork_uses(entry)).assumingMemoryBound(to: Atomic<UInt64>.self)
         self.sidecar = Sidecar(layout: layout, base: base)
         self.sidecarLength = layout.totalSize
         self.size = layout.dataSize
@@ -159,30 +175,44 @@ public final class VolatileFile: @unchecked Sendable {
         self.state = Locked(ProcessState(liveness: liveness))
         self.priorityRaw = Atomic(priority.rawValue)
         self.fastSize = Atomic(layout.dataSize)
+        linkForFork()
     }
 
-    deinit { close() }
+    deinit {
+        close()
+        // Nothing can be in flight now (an operation holds a reference): the
+        // resources were released by close(), unless a use was never ended
+        // (a bug): release them now regardless, then give back the
+        // sidecar's addresses.
+        let old = uses.pointee.bitwiseOr(Self.closedBit | Self.releasedBit, ordering: .acquiringAndReleasing).oldValue
+        if old & Self.releasedBit == 0 { releaseResources() }
+        try? Kernel.unmap(sidecar.base, length: sidecarLength)
+        vr_file_fork_unregister(forkEntry)
+    }
 
-    /// Closes every mapping this object made, unmaps the sidecar and closes
-    /// both descriptors. Idempotent. The file lives on in other processes
-    /// that hold it; its marks stay in the sidecar.
+    /// Closes every mapping this object made, then the file: every later
+    /// call throws `.closed`. The sidecar is unmapped (its addresses stay
+    /// reserved until deinit) and both descriptors are closed at once, or,
+    /// when an operation of another thread is in flight (a purge from a
+    /// `Purger`'s thread, say), as soon as the last one ends. Idempotent;
+    /// safe from any thread. The file lives on in other processes that hold
+    /// it; its marks stay in the sidecar.
     public func close() {
-        guard !closedFlag.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        guard let token = beginInternalUse() else { return }
+        defer { endUse(token) }
+        let old = uses.pointee.bitwiseOr(Self.closedBit, ordering: .acquiringAndReleasing).oldValue
+        if old & Self.closedBit != 0 { return }
         fastSize.store(0, ordering: .sequentiallyConsistent)
         let open = mappings.withLock { m in m.values.compactMap(\.mapping) }
         for m in open { m.close() }
-        state.withLock { $0.liveness.close() }
-        try? Kernel.unmap(sidecar.base, length: sidecarLength)
-        Kernel.close(fd: descriptors.data)
-        Kernel.close(fd: descriptors.sidecar)
     }
 
     /// Whether `close()` was called.
-    public var isClosed: Bool { closedFlag.load(ordering: .relaxed) }
+    public var isClosed: Bool { uses.pointee.load(ordering: .relaxed) & Self.closedBit != 0 }
 
     @inline(__always)
     func checkOpen() throws(VRangeError) {
-        if closedFlag.load(ordering: .relaxed) { throw .closed }
+        if isClosed { throw .closed }
     }
 
     /// This process's liveness description (re-opened in a fork child).
@@ -222,10 +252,14 @@ public final class VolatileFile: @unchecked Sendable {
     /// - Returns: the exact ranges purged since the file marked them
     ///   volatile (or purged and not yet repopulated by anyone), now zero.
     /// - Throws: a range error or `.closed`; nothing changes then.
+    ///   `.hugePagesUnavailable` (huge-page files) when a purged page cannot
+    ///   be allocated again: the marks are made, the pages that could not be
+    ///   allocated stay purged (a touch raises SIGBUS), and every loss stays
+    ///   to be reported by the next `markNonVolatile` of the range.
     @discardableResult
     public func markNonVolatile(_ range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
         let pages = try checkedPages(range)
-        return unmark(pages, party: sidecar.fileMarks, pin: false, firstPage: 0, range: range)
+        return try unmark(pages, party: sidecar.fileMarks, pin: false, firstPage: 0, range: range)
     }
 
     /// The pages of `range` of an open file: one range check inline; the
@@ -254,10 +288,10 @@ public final class VolatileFile: @unchecked Sendable {
     /// (10 -> 11) that the end of the mark takes (PartyMap), so the mark is
     /// told even when another party repopulates the page first.
     @inline(__always)
-    func unmark(_ pages: Range<Int>, party: PartyMap, pin: Bool, firstPage: Int, range: Range<Int>) -> NonVolatileResult {
+    func unmark(_ pages: Range<Int>, party: PartyMap, pin: Bool, firstPage: Int, range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
         let w = pages.lowerBound &>> 5
         guard (pages.upperBound &- 1) &>> 5 == w else {
-            return settle(pages, party: party, pin: pin, firstPage: firstPage, range: range)
+            return try settle(pages, party: party, pin: pin, firstPage: firstPage, range: range)
         }
         let m = VolatilityMap.oneWordMask(first: pages.lowerBound, end: pages.upperBound)
         var lost = party.settle(word: w, mask: m, pin: true)
@@ -276,7 +310,11 @@ public final class VolatileFile: @unchecked Sendable {
             if lost == 0 { return NonVolatileResult(intact: range) }
         }
         // The marks are published (and the notices consumed): settle the pages.
-        let rest = settle(pages, party: party, pin: pin, firstPage: firstPage, range: range)
+        let rest: NonVolatileResult
+        do { rest = try settle(pages, party: party, pin: pin, firstPage: firstPage, range: range) } catch {
+            restoreNotices(lost, word: w, party: party)
+            throw error
+        }
         if lost == 0 { return rest }
         var runs: [Range<Int>] = []
         VolatilityMap.forEachRun(in: lost, word: w) { runs.append(($0 - firstPage)..<($0 - firstPage + $1)) }
@@ -292,12 +330,25 @@ public final class VolatileFile: @unchecked Sendable {
     /// ones are waited for; then the notices left meanwhile are taken, and
     /// the file's marks end neutral (`pin: false`). Ranges in the result are
     /// relative to `firstPage`.
-    func settle(_ pages: Range<Int>, party: PartyMap, pin: Bool, firstPage: Int, range: Range<Int>) -> NonVolatileResult {
+    ///
+    /// A huge-page file whose purged page cannot be allocated again throws
+    /// `.hugePagesUnavailable`: the page stays purged, and every notice
+    /// taken (and every page repopulated) is given back to the party as a
+    /// notice, so that the next mark reports them.
+    func settle(_ pages: Range<Int>, party: PartyMap, pin: Bool, firstPage: Int, range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
+        let token = try beginUse()
+        defer { endUse(token) }
+        hook(.inOperation(party.words == sidecar.fileMarks.words ? .fileMarkNonVolatile : .mappingMarkNonVolatile))
         var lostRuns: [Range<Int>] = []
         collectNotices(pages, party: party, pin: true, into: &lostRuns)
         hook(.published(pages))
         atomicMemoryFence(ordering: .sequentiallyConsistent)
-        var purged = repopulate(pages)
+        var purged: [Range<Int>] = []
+        func giveBack(_ error: VRangeError) -> VRangeError {
+            for run in lostRuns + purged { restoreNotices(run, party: party) }
+            return error
+        }
+        do { purged = try repopulate(pages, party: party) } catch { throw giveBack(error) }
         // Every purge that missed the publication has ended (its pages were
         // waited for): its notices are in place. Take them and publish the
         // marks again. A party holding a notice (11) reads as voted, so a
@@ -309,7 +360,9 @@ public final class VolatileFile: @unchecked Sendable {
             collectNotices(pages, party: party, pin: pin, into: &late)
             if late.isEmpty { break }
             lostRuns = VolatileRegion.union(lostRuns, late)
-            for run in late { purged += repopulate(run) }
+            for run in late {
+                do { purged += try repopulate(run, party: party) } catch { throw giveBack(error) }
+            }
         }
         let all = lostRuns.isEmpty ? purged : VolatileRegion.union(lostRuns, purged)
         if all.isEmpty { return NonVolatileResult(intact: range) }
@@ -329,26 +382,80 @@ public final class VolatileFile: @unchecked Sendable {
         coalescer.flush { runs.append($0) }
     }
 
+    /// Gives `party` a purge notice again for every page of `run` (or of the
+    /// low bits `mask` of word `w`): a mark that failed half way leaves what
+    /// it learnt for the next one.
+    private func restoreNotices(_ run: Range<Int>, party: PartyMap) {
+        for w in VolatilityMap.wordsCovering(run) {
+            party.notePurge(word: w, mask: VolatilityMap.lowMask(word: w, pages: run))
+        }
+    }
+
+    private func restoreNotices(_ mask: UInt64, word w: Int, party: PartyMap) {
+        if mask != 0 { party.notePurge(word: w, mask: mask) }
+    }
+
     /// Waits out the locked pages of `pages` and makes the purged ones
     /// present (zero); returns the runs it found purged.
-    private func repopulate(_ pages: Range<Int>) -> [Range<Int>] {
-        if isHugePageBacked { populatePurged(pages) }
+    private func repopulate(_ pages: Range<Int>, party: PartyMap) throws(VRangeError) -> [Range<Int>] {
+        if isHugePageBacked { return try repopulateHugePages(pages, party: party) }
         var purged: [Range<Int>] = []
         var wait = LockWait()
         sidecar.content.markNonVolatile(pages, wait: { waitForLockedPage(&wait, pages: pages) }, purged: { purged.append($0) })
-        if isHugePageBacked { for run in purged { populate(run) } }
         return purged
     }
 
-    /// Huge-page files: allocates the purged pages of `pages` before they
-    /// become present, so that no registered mapping finds one missing.
-    private func populatePurged(_ pages: Range<Int>) {
-        sidecar.content.forEachRun(of: .purged, in: pages) { populate($0) }
+    /// Huge-page files: a purged page becomes present only once it is
+    /// allocated in the file again (a registered mapping must never find a
+    /// non-volatile page missing: the handler cannot fill it from an empty
+    /// pool). Under the purge lock (so that no waiter takes the page locked
+    /// here for an orphan), each purged page is locked (11 -> 10),
+    /// allocated, and released present (00); one that cannot be allocated
+    /// is released purged again (11) and the call throws
+    /// `.hugePagesUnavailable`. Purges in flight are waited out first,
+    /// outside the lock (they hold it).
+    private func repopulateHugePages(_ pages: Range<Int>, party: PartyMap) throws(VRangeError) -> [Range<Int>] {
+        var purged: [Range<Int>] = []
+        var wait = LockWait()
+        var failure: SystemError?
+        while true {
+            while sidecar.content.census(pages).locked > 0 { waitForLockedPage(&wait, pages: pages) }
+            let left = try withPurgeLock { () -> Int in
+                for w in VolatilityMap.wordsCovering(pages) where failure == nil {
+                    let locked = lock(word: w, purged: VolatilityMap.lowMask(word: w, pages: pages))
+                    VolatilityMap.forEachRun(in: locked, word: w) { first, count in
+                        let run = first..<(first + count)
+                        if failure == nil {
+                            do throws(SystemError) {
+                                try allocate(run)
+                                sidecar.content.release(run, to: .nonVolatile)
+                                purged.append(run)
+                                return
+                            } catch { failure = error }
+                        }
+                        sidecar.content.release(run, to: .purged)
+                    }
+                }
+                let c = sidecar.content.census(pages)
+                return c.purged + c.locked
+            }
+            if let failure {
+                // The pages repopulated here are lost to the party too: the
+                // next mark reports them.
+                for run in purged { restoreNotices(run, party: party) }
+                throw .hugePagesUnavailable(Self.hugePageReport(needed: pages.count, error: failure))
+            }
+            if left == 0 { break }
+            Kernel.yield()  // a page the fault handler holds for a moment
+        }
+        return VolatileRegion.union(purged, [])
     }
 
-    private func populate(_ run: Range<Int>) {
+    /// Allocates the pages of `run` in the data file (fallocate): a huge
+    /// page from the pool for each.
+    private func allocate(_ run: Range<Int>) throws(SystemError) {
         let bytes = geometry.bytes(run)
-        try? Kernel.allocate(fd: descriptors.data, offset: bytes.lowerBound, length: bytes.count)
+        try Kernel.allocate(fd: descriptors.data, offset: bytes.lowerBound, length: bytes.count)
     }
 
     // MARK: - Status
@@ -357,7 +464,10 @@ public final class VolatileFile: @unchecked Sendable {
     /// volatile and still present, bytes purged and not yet repopulated, and
     /// bytes purgeable right now under the rule of DESIGN.md §1c.
     public func status(_ range: Range<Int>? = nil) throws(VRangeError) -> FileStatus {
-        try checkOpen()
+        try withUse(.fileStatus) { () throws(VRangeError) -> FileStatus in try statusInUse(range) }
+    }
+
+    private func statusInUse(_ range: Range<Int>?) throws(VRangeError) -> FileStatus {
         let range = range ?? 0..<size
         let pages = try geometry.pages(range)
         let c = sidecar.content.census(pages)
@@ -384,7 +494,8 @@ public final class VolatileFile: @unchecked Sendable {
     /// on first touch; a freed slot's marks are punched out).
     public var sidecarBytes: Int { layout.totalSize }
 
-    /// Sidecar bytes in memory when `mappers` mappings are live.
+    /// Sidecar bytes in memory when `mappers` mappings are live (`mappers`
+    /// is clamped to 0...maxMappers).
     public func metadataBytes(mappers: Int) -> Int { layout.residentBytes(mappers: mappers) }
 }
 
@@ -461,3 +572,9 @@ extension VolatileFile {
 struct WeakMapping {
     weak var mapping: FileMapping?
 }
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif

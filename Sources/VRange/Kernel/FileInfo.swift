@@ -11,16 +11,19 @@ extension Kernel {
         /// st_blksize: the page size of a tmpfs or hugetlbfs file.
         var blockSize: Int
         var mode: UInt32
+        /// On hugetlbfs (fstatfs): a huge-page memfd.
+        var isHugetlbfs: Bool = false
 
         var isRegular: Bool { mode & 0o170000 == 0o100000 }
     }
 
-    /// fstat(fd).
+    /// fstat(fd) and fstatfs(fd).
     static func fileInfo(fd: Int32) throws(SystemError) -> FileInfo {
         var info = vr_file_info()
         try checkCode("fstat", vr_fstat(fd, &info))
         return FileInfo(size: Int(info.size), inode: info.inode, device: info.device,
-                        blockSize: Int(info.block_size), mode: info.mode)
+                        blockSize: Int(info.block_size), mode: info.mode,
+                        isHugetlbfs: info.hugetlbfs != 0)
     }
 
     /// pread of exactly `buffer.count` bytes at `offset` (EIO when the file is shorter).

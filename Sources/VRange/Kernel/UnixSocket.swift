@@ -11,7 +11,7 @@ extension Kernel {
         return fds
     }
 
-    /// sendmsg of `payload` with `descriptors` attached (SCM_RIGHTS, at most 8).
+    /// sendmsg of `payload` with `descriptors` attached (SCM_RIGHTS, at most 253).
     static func send(socket: Int32, payload: [UInt8], descriptors: [Int32]) throws(SystemError) {
         let code = payload.withUnsafeBytes { p in
             descriptors.withUnsafeBufferPointer { d in
@@ -21,10 +21,12 @@ extension Kernel {
         try checkCode("sendmsg(SCM_RIGHTS)", code)
     }
 
-    /// recvmsg of up to `capacity` bytes and up to 8 descriptors (received
-    /// close-on-exec; EMSGSIZE, with all of them closed, when more came).
-    /// An empty payload means the peer closed the socket.
-    static func receive(socket: Int32, capacity: Int) throws(SystemError) -> (payload: [UInt8], descriptors: [Int32]) {
+    /// recvmsg of up to `capacity` bytes and its descriptors (received
+    /// close-on-exec). `descriptors` holds the first 8; `received` counts
+    /// every one the message carried (those past 8 are closed). EMSGSIZE,
+    /// with all of them closed, when the control data did not fit. An empty
+    /// payload means the peer closed the socket.
+    static func receive(socket: Int32, capacity: Int) throws(SystemError) -> (payload: [UInt8], descriptors: [Int32], received: Int) {
         var payload = [UInt8](repeating: 0, count: capacity)
         var fds: (Int32, Int32, Int32, Int32, Int32, Int32, Int32, Int32) = (-1, -1, -1, -1, -1, -1, -1, -1)
         var length = 0
@@ -36,7 +38,7 @@ extension Kernel {
             }
         }
         try checkCode("recvmsg(SCM_RIGHTS)", code)
-        let received = withUnsafeBytes(of: fds) { Array($0.bindMemory(to: Int32.self).prefix(Int(count))) }
-        return (Array(payload.prefix(length)), received)
+        let received = withUnsafeBytes(of: fds) { Array($0.bindMemory(to: Int32.self).prefix(min(Int(count), 8))) }
+        return (Array(payload.prefix(length)), received, Int(count))
     }
 }
