@@ -32,7 +32,6 @@ func reserveHugePages(_ needed: Int, test: String) -> (restore: () -> Void, rese
 /// Whether this process runs under ThreadSanitizer, which does not support
 /// fork() of a multithreaded process (.ci/sanitizers skips the fork tests
 /// for that reason): the fork tests of the files layer say so and skip.
-let underThreadSanitizer: Bool = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "__tsan_init") != nil
 
 func forkTestsRunHere(_ test: String) -> Bool {
     if !underThreadSanitizer { return true }
@@ -349,7 +348,7 @@ func childWatchdog(_ seconds: UInt32) {
         guard hooksAvailable("voteRacingItsMappingsCloseNeverBecomesAnotherMappersVote") else { return }
         let f = try VolatileFile(byteCount: 4 * page, options: .init(maxMappers: 4))
         let m = try f.map()
-        let gate = Gate()
+        let gate = FileGate()
         holdAt(.fastMark(0..<1), of: f, gate: gate)
         defer { f.testHook.withLock { $0 = nil } }
         let voter = TestThread { try? m.markVolatile(0..<page) }

@@ -119,7 +119,7 @@ import Glibc
             childWatchdog(60)
             let (f, m) = try! tableFile(mechanism: .mprotect)
             let (a, b) = try! Kernel.socketPair()
-            let gate = Gate()
+            let gate = FileGate()
             f.testHook.withLock { $0 = { p in
                 guard ForkTableFile.matches(p, row.point), !gate.held.exchange(true, ordering: .relaxed) else { return }
                 _ = waitUntil { gate.go.load(ordering: .relaxed) }

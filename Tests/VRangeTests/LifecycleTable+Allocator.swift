@@ -18,7 +18,7 @@ import Testing
 import Glibc
 #endif
 
-enum LifecycleOp: String, CaseIterable, Sendable {
+enum AllocatorLifecycleOp: String, CaseIterable, Sendable {
     case lockSpan, unlockSpan, lockSmall, unlockSmall, beginContentAccess, endContentAccess, withVolatileAccess
     case freeSpan, freeSmall, allocateSpan, allocateSmall, purgeUnit, forEachPurgeUnit, releaseFreeMemory, statistics
     case releaseClockRound
@@ -56,12 +56,12 @@ enum LifecycleWindow: String, CaseIterable, Sendable {
 }
 
 struct LifecycleRow: Sendable, CustomTestStringConvertible {
-    let op: LifecycleOp
+    let op: AllocatorLifecycleOp
     let window: LifecycleWindow
     var testDescription: String { "\(op.rawValue) × \(window.rawValue)" }
 }
 
-let lifecycleRows = LifecycleOp.allCases.flatMap { op in LifecycleWindow.allCases.map { LifecycleRow(op: op, window: $0) } }
+let lifecycleRows = AllocatorLifecycleOp.allCases.flatMap { op in LifecycleWindow.allCases.map { LifecycleRow(op: op, window: $0) } }
 
 @Suite("Lifecycle table: allocator", .serialized) struct AllocatorLifecycleTable {
     @Test("an operation held in its middle while another thread drops the allocator, purges, or frees neighbours",

@@ -15,7 +15,7 @@ import Glibc
 #endif
 
 /// A public cache operation and where it is held.
-enum LifecycleOp: String, CaseIterable, Sendable {
+enum CacheLifecycleOp: String, CaseIterable, Sendable {
     case bytesLocked, copyBytesLocked, withBytesBody, setBytesBeforeStore, removeValueLocked, removeAllLocked
     case containsLocked, countLocked, statisticsLocked, fetchBytesBeforeJoin, fetchBytesRebuilding
     case valueLocked, fetchValueRebuilding
@@ -95,7 +95,7 @@ enum LifecycleAction: String, CaseIterable, Sendable {
 
 #if DEBUG
 /// One cache row; the problems seen.
-func runCacheLifecycleRow(_ op: LifecycleOp, _ action: LifecycleAction) -> [String] {
+func runCacheLifecycleRow(_ op: CacheLifecycleOp, _ action: LifecycleAction) -> [String] {
     var problems: [String] = []
     let allocator = try! VolatileAllocator(options: .init(releaseDelay: .seconds(600)))
     let held = PurgeableCache<Int>(allocator: allocator, shards: 2)
@@ -365,8 +365,8 @@ func runPurgerLifecycleRow(_ row: PurgerLifecycleRow) throws -> [String] {
 @Suite("lifecycle table: cache and purger") struct CacheAndPurgerLifecycleTable {
     #if DEBUG
     @Test("a cache operation held in its middle while the cache is cleared, dropped or purged, from another thread or the purger's",
-          arguments: LifecycleOp.allCases, LifecycleAction.allCases)
-    func cacheRow(_ op: LifecycleOp, _ action: LifecycleAction) {
+          arguments: CacheLifecycleOp.allCases, LifecycleAction.allCases)
+    func cacheRow(_ op: CacheLifecycleOp, _ action: LifecycleAction) {
         for p in runCacheLifecycleRow(op, action) { Issue.record("\(op) × \(action): \(p)") }
     }
     #endif

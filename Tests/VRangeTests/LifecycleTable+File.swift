@@ -82,7 +82,7 @@ func tableFile(mechanism: FaultMechanism = .automatic) throws -> (VolatileFile, 
 }
 
 /// Where a held operation waits: `held` says it arrived, `go` lets it on.
-final class Gate: Sendable {
+final class FileGate: Sendable {
     let held = Atomic<Bool>(false)
     let go = Atomic<Bool>(false)
     var isHeld: Bool { held.load(ordering: .relaxed) }
@@ -91,7 +91,7 @@ final class Gate: Sendable {
 
 /// Holds the first thread that reaches `point` of `f` at `gate`. Captures
 /// no file or mapping.
-func holdAt(_ point: FileHookPoint, of f: VolatileFile, gate: Gate) {
+func holdAt(_ point: FileHookPoint, of f: VolatileFile, gate: FileGate) {
     f.testHook.withLock { $0 = { p in
         guard p == point, !gate.held.exchange(true, ordering: .relaxed) else { return }
         _ = waitUntil { gate.go.load(ordering: .relaxed) }
@@ -131,7 +131,7 @@ func holdAt(_ point: FileHookPoint, of f: VolatileFile, gate: Gate) {
         let objects = Objects()
         weak var weakFile: VolatileFile?
         weak var weakMapping: FileMapping?
-        let gate = Gate()
+        let gate = FileGate()
         let outcome = Mutex<String?>(nil)
         var purger: Purger?
         do {
