@@ -222,10 +222,14 @@ public final class VolatileFile: @unchecked Sendable {
     /// - Returns: the exact ranges purged since the file marked them
     ///   volatile (or purged and not yet repopulated by anyone), now zero.
     /// - Throws: a range error or `.closed`; nothing changes then.
+    ///   `.peerNotResponding` when a purge of another process holds a page
+    ///   of `range` locked and made no progress for `peerPatience`: the
+    ///   range is non-volatile for the file by then, but what was lost is
+    ///   unknown; mark it again to learn.
     @discardableResult
     public func markNonVolatile(_ range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
         let pages = try checkedPages(range)
-        return unmark(pages, party: sidecar.fileMarks, pin: false, firstPage: 0, range: range)
+        return try unmark(pages, party: sidecar.fileMarks, pin: false, firstPage: 0, range: range)
     }
 
     /// The pages of `range` of an open file: one range check inline; the
@@ -254,10 +258,10 @@ public final class VolatileFile: @unchecked Sendable {
     /// (10 -> 11) that the end of the mark takes (PartyMap), so the mark is
     /// told even when another party repopulates the page first.
     @inline(__always)
-    func unmark(_ pages: Range<Int>, party: PartyMap, pin: Bool, firstPage: Int, range: Range<Int>) -> NonVolatileResult {
+    func unmark(_ pages: Range<Int>, party: PartyMap, pin: Bool, firstPage: Int, range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
         let w = pages.lowerBound &>> 5
         guard (pages.upperBound &- 1) &>> 5 == w else {
-            return settle(pages, party: party, pin: pin, firstPage: firstPage, range: range)
+            return try settle(pages, party: party, pin: pin, firstPage: firstPage, range: range)
         }
         let m = VolatilityMap.oneWordMask(first: pages.lowerBound, end: pages.upperBound)
         var lost = party.settle(word: w, mask: m, pin: true)
@@ -276,7 +280,7 @@ public final class VolatileFile: @unchecked Sendable {
             if lost == 0 { return NonVolatileResult(intact: range) }
         }
         // The marks are published (and the notices consumed): settle the pages.
-        let rest = settle(pages, party: party, pin: pin, firstPage: firstPage, range: range)
+        let rest = try settle(pages, party: party, pin: pin, firstPage: firstPage, range: range)
         if lost == 0 { return rest }
         var runs: [Range<Int>] = []
         VolatilityMap.forEachRun(in: lost, word: w) { runs.append(($0 - firstPage)..<($0 - firstPage + $1)) }
@@ -292,12 +296,12 @@ public final class VolatileFile: @unchecked Sendable {
     /// ones are waited for; then the notices left meanwhile are taken, and
     /// the file's marks end neutral (`pin: false`). Ranges in the result are
     /// relative to `firstPage`.
-    func settle(_ pages: Range<Int>, party: PartyMap, pin: Bool, firstPage: Int, range: Range<Int>) -> NonVolatileResult {
+    func settle(_ pages: Range<Int>, party: PartyMap, pin: Bool, firstPage: Int, range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
         var lostRuns: [Range<Int>] = []
         collectNotices(pages, party: party, pin: true, into: &lostRuns)
         hook(.published(pages))
         atomicMemoryFence(ordering: .sequentiallyConsistent)
-        var purged = repopulate(pages)
+        var purged = try repopulate(pages)
         // Every purge that missed the publication has ended (its pages were
         // waited for): its notices are in place. Take them and publish the
         // marks again. A party holding a notice (11) reads as voted, so a
@@ -309,7 +313,7 @@ public final class VolatileFile: @unchecked Sendable {
             collectNotices(pages, party: party, pin: pin, into: &late)
             if late.isEmpty { break }
             lostRuns = VolatileRegion.union(lostRuns, late)
-            for run in late { purged += repopulate(run) }
+            for run in late { purged += try repopulate(run) }
         }
         let all = lostRuns.isEmpty ? purged : VolatileRegion.union(lostRuns, purged)
         if all.isEmpty { return NonVolatileResult(intact: range) }
@@ -329,13 +333,13 @@ public final class VolatileFile: @unchecked Sendable {
         coalescer.flush { runs.append($0) }
     }
 
-    /// Waits out the locked pages of `pages` and makes the purged ones
-    /// present (zero); returns the runs it found purged.
-    private func repopulate(_ pages: Range<Int>) -> [Range<Int>] {
+    /// Waits out the locked pages of `pages` (boundedly: see
+    /// `waitForLockedPage`) and makes the purged ones present (zero);
+    /// returns the runs it found purged.
+    private func repopulate(_ pages: Range<Int>) throws(VRangeError) -> [Range<Int>] {
         if isHugePageBacked { populatePurged(pages) }
         var purged: [Range<Int>] = []
-        var wait = LockWait()
-        sidecar.content.markNonVolatile(pages, wait: { waitForLockedPage(&wait, pages: pages) }, purged: { purged.append($0) })
+        try markPresent(pages, purged: { purged.append($0) })
         if isHugePageBacked { for run in purged { populate(run) } }
         return purged
     }
