@@ -15,6 +15,12 @@
 //   4. per run of locked pages: intent := punching [run]; punch; give every
 //      party that voted the page a purge notice; 10 -> 11; intent := locking;
 //   5. intent := idle.
+//
+// PageProtocol.pml beside this file models this protocol with the pin
+// (VolatileFile.unmark), votes, the fault handler's decision
+// (fault_handler.c, handle_shared_page), a crash or a stop of any process
+// at any step and the recovery; .ci/model checks it exhaustively with spin.
+// Change the model with the code.
 import CVRange
 import Synchronization
 
