@@ -81,7 +81,7 @@ func isPeerNotResponding(_ error: VRangeError?) -> Bool {
             let f = try VolatileFile(byteCount: 8 * page)
             try f.markVolatile(bytes(0..<8))
             _ = try peerHeldInAPurge(of: f, pages: 0..<8, at: "punch", kill: SIGKILL)
-            let m = try f.map(options: .init(faultMechanism: .userfaultfd))
+            let m = try f.map()
             _ = vr_read_byte(m.baseAddress)
             exit(0)
         }
