@@ -75,7 +75,7 @@ extension VolatileFile {
             var wait = PeerWait()
             while true {
                 let taken: Bool
-                do throws(SystemError) { taken = try ps.liveness.lock(byte, wait: false) } catch { throw .system(error) }
+                do throws(SystemError) { taken = try ps.liveness.lock(byte) } catch { throw .system(error) }
                 if taken { break }
                 try wait.pause(sidecar.control)
             }
@@ -294,7 +294,7 @@ extension VolatileFile {
         guard let ps = try? processState() else { return false }
         let byte = layout.purgeLockByte
         return purgeMutex.withLockIfAvailable { _ -> Bool in
-            guard (try? ps.liveness.lock(byte, wait: false)) == true else { return false }
+            guard (try? ps.liveness.lock(byte)) == true else { return false }
             defer { ps.liveness.unlock(byte) }
             recoverIfNeeded()
             if let pages = breaking { breakOrphanedLocks(in: pages) }
