@@ -14,8 +14,11 @@ extension FileMapping {
     /// - Returns: `.intact(value)` when no page of `range` was purged (or
     ///   lost by this mapper) before or during the access, else `.purged`.
     /// - Throws: a range error, `.closed`, `.inheritedAcrossFork`,
-    ///   `.accessNestingTooDeep`, or `.system` when the purge lock cannot be
-    ///   taken to punch a page out again.
+    ///   `.accessNestingTooDeep`, `.peerNotResponding` when another process
+    ///   holds the purge lock without progress for
+    ///   `VolatileFile.peerPatience` as the access ends and must punch a
+    ///   page it filled out again (the page stays filled with zeros, still
+    ///   reported purged), or `.system` when the purge lock cannot be taken.
     public func withVolatileAccess<Value>(
         _ range: Range<Int>, _ body: (UnsafeRawBufferPointer) -> Value
     ) throws(VRangeError) -> VolatileAccess<Value> {
