@@ -20,6 +20,9 @@ let package = Package(
         .target(
             name: "VRange",
             dependencies: ["CVRange"],
+            // The Promela model of the shared-file page protocol, kept beside
+            // the code it describes; checked by .ci/model, not compiled.
+            exclude: ["File/PageProtocol.pml"],
             // VRANGE_TEST_HOOKS: see CVRange. Lifetimes: PurgeableBuffer's
             // bytes/mutableBytes return spans tied to the buffer (@_lifetime).
             swiftSettings: [

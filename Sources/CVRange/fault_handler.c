@@ -7,6 +7,12 @@
 // locked (state 10); it waits and looks again. The holder of a lock decides
 // what the page's absence means (a purge made it absent; a settling pass
 // looks for absence to find reclaimed pages).
+//
+// Shared files are the exception (handle_shared_page): their locks are held
+// by other processes, which may be stopped or dead, so a fault never waits
+// on one. It decides from recorded state alone, never from elapsed time:
+// this process's private pin record, the page's state, and the purge
+// intent record (Sources/VRange/File/PageProtocol.pml models it).
 #include "internal.h"
 
 #include <errno.h>
@@ -15,7 +21,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -68,20 +73,6 @@ static void rediscard(const vr_region_info *r, uintptr_t page) {
   vr_page_cas(r, page, VR_STATE_LOCKED, VR_STATE_PURGED);
 }
 
-// How long a fault waits for a shared file's page lock before it takes the
-// locker for dead.
-enum { SHARED_LOCK_PATIENCE_MS = 200 };
-
-// Whether a wait that began at *since (0: now) has lasted longer than
-// SHARED_LOCK_PATIENCE_MS. clock_gettime is async-signal-safe.
-static int lock_outlived(int64_t *since) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-  if (*since == 0) *since = now;
-  return now - *since > SHARED_LOCK_PATIENCE_MS;
-}
-
 // Fills `page` for a thread that found it in `state`, holding the page's
 // lock (state -> 10 -> state) when `lock` is set. In a kernel-driven region
 // an unlocked fill can come late: the state may have gone on (11 -> 00 by an
@@ -94,6 +85,82 @@ static int fill_locked(const vr_region_info *r, uintptr_t page, int state, int l
   *error = fill_page(r, page);
   if (lock) vr_page_cas(r, page, VR_STATE_LOCKED, state);
   return 0;
+}
+
+// MARK: - Shared files
+
+// Whether this process pins `page` (its private record, see vr_region_info).
+static int pinned_here(const vr_region_info *r, size_t index) {
+  if (!r->pins) return 0;
+  return (int)((__atomic_load_n(&r->pins[index / 64], __ATOMIC_SEQ_CST) >> (index % 64)) & 1);
+}
+
+// Whether the purge intent record says that file page `file_page` is in the
+// run being punched. Read as a seqlock over the purge counter (bumped after
+// every punched run) and the phase, so that the range read belongs to the
+// phase read: a punch run is recorded, by the holder of the purge lock,
+// only over pages it holds locked and has decided to punch.
+static int being_punched(const vr_region_info *r, size_t file_page) {
+  if (!r->intent) return 0;
+  for (int tries = 0; tries < 64; tries++) {
+    uint64_t count = __atomic_load_n(&r->intent[6], __ATOMIC_SEQ_CST);
+    uint64_t phase = __atomic_load_n(&r->intent[0], __ATOMIC_SEQ_CST);
+    uint64_t lo = __atomic_load_n(&r->intent[3], __ATOMIC_SEQ_CST);
+    uint64_t hi = __atomic_load_n(&r->intent[4], __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&r->intent[0], __ATOMIC_SEQ_CST) != phase ||
+        __atomic_load_n(&r->intent[6], __ATOMIC_SEQ_CST) != count)
+      continue;  // moved while read: read again
+    return phase == 2 && lo <= file_page && file_page < hi;
+  }
+  return 0;  // a record that never holds still (a peer scribbling): no decision to punch
+}
+
+// Undoes a fill of a shared file's page that a purge punched (or is
+// punching): punched out of the file again (MADV_REMOVE: the file's page,
+// not only this mapping's), protected again under the mprotect mechanism.
+// The generation moves first: an optimistic access that read the fill
+// sees a discard.
+static void shared_discard(const vr_region_info *r, uintptr_t page) {
+  vr_bump_generation(r, page);
+  if (r->mechanism == VR_MECHANISM_MPROTECT) mprotect((void *)page, r->page_size, PROT_NONE);
+  madvise((void *)page, r->page_size, MADV_REMOVE);
+}
+
+// A fault on a shared file's page, decided from recorded state alone:
+//  - this process pins it (private record): fill it, resume; a pinned page
+//    never raises SIGBUS, whatever a peer wrote into the sidecar (it may
+//    read zeros then: the pin's next report says so);
+//  - purged (11), or locked (10) inside the run the intent record says is
+//    being punched: SIGBUS; inside an optimistic access, fill and record it;
+//  - present (00), or locked by a purge that has not decided to punch it
+//    (a purge locks, then re-checks; a dead or stopped one never punches
+//    it, its recovery unlocks it): fill it, resume. If a purge punched it
+//    meanwhile (the fill may have landed after the punch), discard the fill
+//    and look again.
+// Nothing here waits on another process.
+static int handle_shared_page(const vr_region_info *r, vr_scope *scope, uintptr_t page) {
+  size_t index = (page - (uintptr_t)r->base) / r->page_size;
+  size_t file_page = r->first_page + index;
+  if (pinned_here(r, index)) return fill_page(r, page) == 0;
+  for (int round = 0;; round++) {
+    int state = vr_page_state(r, page);
+    VR_HOOK(VR_HOOK_HANDLER_STATE_LOADED, page);
+    if (state == VR_STATE_LOCKED && being_punched(r, file_page)) state = VR_STATE_PURGED;
+    if (state == VR_STATE_PURGED || state == VR_STATE_VOLATILE) {  // 01 never occurs in a content map
+      if (!scope) return 0;
+      if (fill_page(r, page) != 0) return 0;
+      vr_scope_record(scope, page);  // the access ends by punching it again
+      return 1;
+    }
+    if (fill_page(r, page) != 0) return 0;
+    int after = vr_page_state(r, page);
+    if (after == VR_STATE_NONVOLATILE) return 1;
+    if (after == VR_STATE_LOCKED && !being_punched(r, file_page)) return 1;  // its punch, if any, comes after the fill
+    if (pinned_here(r, index)) return 1;  // pinned meanwhile by another thread: keep the fill
+    // Punched, or being punched: the fill may have landed after the punch.
+    shared_discard(r, page);
+    if (round >= 1000) return 0;  // a state a peer keeps scribbling: never loop for ever
+  }
 }
 
 // What a fault on a registered page means, by the page's state. Returns 1 to
@@ -115,24 +182,15 @@ static int handle_page(const vr_region_info *r, int index, uintptr_t page) {
     vr_scope_record(scope, page);
     return 1;
   }
+  if (r->flags & VR_REGION_SHARED) return handle_shared_page(r, scope, page);
   int kernel_driven = r->flags & VR_REGION_KERNEL_DRIVEN;
-  int64_t waited_since = 0;
   for (;;) {
-    int orphaned = 0;  // the page is held by a lock whose owner is taken for dead
     int state = vr_page_state(r, page);
     VR_HOOK(VR_HOOK_HANDLER_STATE_LOADED, page);
     if (state == VR_STATE_LOCKED) {
       VR_HOOK(VR_HOOK_HANDLER_WAITING, page);
-      if (!(r->flags & VR_REGION_SHARED) || !lock_outlived(&waited_since)) {
-        sched_yield();
-        continue;
-      }
-      // A shared file's page locked this long: its purger (another
-      // process) most likely died holding it. The page is missing, so it
-      // was punched: treat it as purged. The next purge lock taken anywhere
-      // completes that purge (an access punches its pages again under it).
-      state = VR_STATE_PURGED;
-      orphaned = 1;
+      sched_yield();
+      continue;
     }
     if (state == VR_STATE_VOLATILE && kernel_driven) {
       // The page was missing when it faulted: the kernel reclaimed it.
@@ -152,7 +210,7 @@ static int handle_page(const vr_region_info *r, int index, uintptr_t page) {
     if (state == VR_STATE_PURGED) {
       if (!scope) return 0;
       int error = 0;
-      if (fill_locked(r, page, VR_STATE_PURGED, kernel_driven && !orphaned, &error) != 0) continue;  // look again
+      if (fill_locked(r, page, VR_STATE_PURGED, kernel_driven, &error) != 0) continue;  // look again
       if (error) return 0;
       // The access ends by discarding the page again (restoring SIGBUS).
       vr_scope_record(scope, page);
@@ -165,16 +223,8 @@ static int handle_page(const vr_region_info *r, int index, uintptr_t page) {
     }
     if (fill_page(r, page) != 0) return 0;
     if (!(vr_page_state(r, page) & 2)) return 1;  // still 00 or 01: as it should be
-    while (vr_page_state(r, page) == VR_STATE_LOCKED) {
-      // A shared file's page: its locker may be dead, or the sidecar
-      // scribbled by a peer. Wait no longer than the loop above would,
-      // then look again under its rule (locked that long = purged).
-      if ((r->flags & VR_REGION_SHARED) && lock_outlived(&waited_since)) break;
-      sched_yield();
-    }
-    int after = vr_page_state(r, page);
-    if (after == VR_STATE_LOCKED) continue;
-    if (after != VR_STATE_PURGED) return 1;
+    while (vr_page_state(r, page) == VR_STATE_LOCKED) sched_yield();
+    if (vr_page_state(r, page) != VR_STATE_PURGED) return 1;
     rediscard(r, page);  // then look again: purged, so SIGBUS (or a fill in a scope)
   }
 }

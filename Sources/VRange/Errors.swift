@@ -66,6 +66,14 @@ public enum VRangeError: Error, Equatable, Hashable, Sendable {
     /// A configuration value is out of range; the string says which and why.
     /// Nothing was changed.
     case invalidConfiguration(String)
+    /// Another process that shares the file holds what this call needs (the
+    /// purge lock, or a page its purge locked) and has made no progress for
+    /// `VolatileFile.peerPatience`: it is alive (a dead one's locks are
+    /// recovered at once) but stopped or stuck. `pid` is the process the
+    /// file's purge record names (a hint written by that process, 0 when it
+    /// named none). What the call had done is kept (a pin stays published);
+    /// call again later.
+    case peerNotResponding(pid: Int32)
 }
 
 #if canImport(Glibc)

@@ -65,7 +65,7 @@ func finishes(within seconds: Double, unblock: () -> Void = {}, _ body: @escapin
         #expect(finishes(within: 10, unblock: { f.sidecar.content.words[0].store(0, ordering: .sequentiallyConsistent) }) {
             result.withLock { $0 = try? m.markNonVolatile(bytes(0..<2)) }
         }, "a pin of a page scribbled locked returned")
-        // Taken for purged, as the fault handler takes a page locked too long.
+        // Locked with no purge in flight, at a second look: completed as a purge.
         #expect(result.withLock { $0.map(pageRuns) } == [0..<1])
         #expect(f.sidecar.content.census(0..<8).locked == 0)
         #expect(look(m, page: 0, tag: 0) == "zero")

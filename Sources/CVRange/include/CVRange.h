@@ -150,6 +150,17 @@ typedef struct {
   const void *zero_source;
   int mechanism;  // VR_MECHANISM_*
   int flags;      // VR_REGION_*
+  /// Shared-file regions only (NULL elsewhere). `pins`: this process's own
+  /// record of the pages it pins, one bit a page from the region's first
+  /// page, in private memory no peer can write: a page set here is filled,
+  /// never reported purged, whatever the sidecar says. `intent`: the
+  /// sidecar's purge control block (PurgeControl.swift: word 0 phase, 3..4
+  /// the run being punched, 6 purges completed), read to tell a page a purge
+  /// is punching from one it merely locked. `first_page`: the file page of
+  /// the region's first page (the intent's ranges are file pages).
+  const uint64_t *pins;
+  const uint64_t *intent;
+  size_t first_page;
 } vr_region_info;
 
 /// Installs the process-wide handlers (once), then publishes a region.

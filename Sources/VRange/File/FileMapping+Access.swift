@@ -15,8 +15,11 @@ extension FileMapping {
     ///   lost by this mapper) before or during the access, else `.purged`.
     /// - Throws: a range error, `.closed` (also when the mapping or its file
     ///   was closed while `body` ran: what it read may not be the file's),
-    ///   `.inheritedAcrossFork`, `.accessNestingTooDeep`, or `.system` when
-    ///   the purge lock cannot be taken to punch a page out again.
+    ///   `.inheritedAcrossFork`, `.accessNestingTooDeep`, `.peerNotResponding`
+    ///   when another process holds the purge lock without progress for
+    ///   `VolatileFile.peerPatience` as the access ends and must punch a
+    ///   page it filled out again (the page stays filled with zeros, still
+    ///   reported purged), or `.system` when the purge lock cannot be taken.
     public func withVolatileAccess<Value>(
         _ range: Range<Int>, _ body: (UnsafeRawBufferPointer) -> Value
     ) throws(VRangeError) -> VolatileAccess<Value> {

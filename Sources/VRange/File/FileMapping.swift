@@ -58,8 +58,13 @@ public final class FileMapping: @unchecked Sendable {
     let alignedFirstPage: Int
     let handlerSlot: Int32
     /// What the handler's region entry points at and this mapping owns: the
-    /// count of pages that lost SIGBUS coverage, and a one-word chunk bitmap
-    /// (the whole mapping is one chunk, registered at once).
+    /// count of pages that lost SIGBUS coverage, a one-word chunk bitmap
+    /// (the whole mapping is one chunk, registered at once), then the pin
+    /// record: one bit a page from `alignedFirstPage`, set while this
+    /// mapping pins the page. It lives in this process's own memory, which
+    /// no peer can write: the fault handler fills a page pinned here
+    /// whatever the sidecar says (DESIGN.md §9: a page this process pins
+    /// never raises SIGBUS).
     let handlerMetadata: UnsafeMutablePointer<UInt64>
     /// Huge pages (no userfaultfd zero page there): one page of zeros, never
     /// written (it costs no memory), that the handler copies into a page.
@@ -107,8 +112,9 @@ public final class FileMapping: @unchecked Sendable {
             throw fail(.unsupported("private mappings use the mprotect mechanism (a userfaultfd zero page would hide the file's later contents)"))
         }
         let handlerSlot: Int32
-        let metadata = UnsafeMutablePointer<UInt64>.allocate(capacity: 2)
-        metadata.initialize(repeating: 0, count: 2)
+        let metadataWords = 2 + (pages.upperBound - aligned + 63) / 64
+        let metadata = UnsafeMutablePointer<UInt64>.allocate(capacity: metadataWords)
+        metadata.initialize(repeating: 0, count: metadataWords)
         cleanup.append { metadata.deallocate() }
         var zeroSource: UnsafeMutableRawPointer?
         if file.isHugePageBacked && mechanism == .userfaultfd {
@@ -120,7 +126,7 @@ public final class FileMapping: @unchecked Sendable {
             handlerSlot = try Self.registerWithHandler(
                 base: mapped, length: length, pageSize: file.pageSize, sidecar: file.sidecar,
                 firstWord: aligned / VolatilityMap.pagesPerWord, mechanism: mechanism, metadata: metadata,
-                zeroSource: zeroSource)
+                zeroSource: zeroSource, pins: options.privateMapping ? nil : metadata + 2)
         } catch { throw fail(error) }
         cleanup.append { Kernel.FaultTable.unregister(slot: handlerSlot) }
 
@@ -155,8 +161,13 @@ public final class FileMapping: @unchecked Sendable {
         if mechanism == .mprotect {
             // A purge in flight ends before the pages are looked at (a private
             // mapping is live already: later purges leave its pages alone).
+            // A purge of a stopped peer is not waited for beyond the bound:
+            // its punches, if it ever makes them, are another process's
+            // later purge here (zeros; every mark still reports them).
             var wait = LockWait()
-            while file.sidecar.content.census(pages).locked > 0 { file.waitForLockedPage(&wait, pages: pages) }
+            do throws(VRangeError) {
+                while file.sidecar.content.census(pages).locked > 0 { try file.waitForLockedPage(&wait, pages: pages) }
+            } catch {}
             file.sidecar.content.forEachRun(of: .purged, in: pages) { protect($0, accessible: false) }
         }
     }
@@ -164,13 +175,15 @@ public final class FileMapping: @unchecked Sendable {
     /// The one place a file mapping is published to the fault handler.
     /// `firstWord` is the content-map word of the mapping's first page: the
     /// handler reads the sidecar's page states (and bumps its discard
-    /// generations) from there. The mapping is registered with the
+    /// generations) from there, and the purge record to tell a page being
+    /// punched from one merely locked; `pins` is the mapping's private pin
+    /// record. The mapping is registered with the
     /// userfaultfd whole, by the caller: one chunk, marked registered, so
     /// that a fork child or a lost descriptor registers it again.
     static func registerWithHandler(
         base: UnsafeMutableRawPointer, length: Int, pageSize: Int, sidecar: Sidecar,
         firstWord: Int, mechanism: FaultMechanism, metadata: UnsafeMutablePointer<UInt64>,
-        zeroSource: UnsafeMutableRawPointer? = nil
+        zeroSource: UnsafeMutableRawPointer? = nil, pins: UnsafeMutablePointer<UInt64>? = nil
     ) throws(VRangeError) -> Int32 {
         let pageCount = length / pageSize
         metadata[1] = mechanism == .userfaultfd ? 1 : 0
@@ -179,7 +192,9 @@ public final class FileMapping: @unchecked Sendable {
             words: sidecar.content.rawWords + firstWord, generations: sidecar.content.rawGenerations + firstWord,
             coverageLost: metadata, chunks: metadata + 1, chunkPages: max(pageCount, 1),
             mechanism: mechanism == .userfaultfd ? .userfaultfd : .mprotect, kernelDriven: false, shared: true,
-            zeroSource: zeroSource.map { UnsafeRawPointer($0) })
+            zeroSource: zeroSource.map { UnsafeRawPointer($0) }, pins: pins.map { UnsafePointer($0) },
+            intent: UnsafePointer(UnsafeRawPointer(sidecar.control.base).assumingMemoryBound(to: UInt64.self)),
+            firstPage: firstWord * VolatilityMap.pagesPerWord)
         do { return try Kernel.FaultTable.register(region) } catch {
             throw error.errno == ENOSPC ? .tooManyRegions(limit: VolatileRegion.maxRegions) : .system(error)
         }
@@ -273,7 +288,29 @@ public final class FileMapping: @unchecked Sendable {
     @inline(__always)
     private func vote(_ p: Range<Int>) {
         file.stampRecency()
+        recordPins(p, pinned: false)  // before the vote: the record never claims more than the sidecar
         marks.vote(p)
+    }
+
+    /// Sets or clears the pages of file run `p` in this process's private
+    /// pin record (see `handlerMetadata`): one atomic operation per 64 pages.
+    @inline(__always)
+    private func recordPins(_ p: Range<Int>, pinned: Bool) {
+        var lo = p.lowerBound &- alignedFirstPage
+        let hi = p.upperBound &- alignedFirstPage
+        let record = UnsafeMutableRawPointer(handlerMetadata + 2).assumingMemoryBound(to: Atomic<UInt64>.self)
+        while lo < hi {
+            let w = lo &>> 6
+            let end = Swift.min(hi, (w &+ 1) &<< 6)
+            let n = end &- lo
+            let bits = (n == 64 ? ~UInt64(0) : (UInt64(1) &<< UInt64(n)) &- 1) &<< UInt64(lo & 63)
+            if pinned {
+                record[w].bitwiseOr(bits, ordering: .releasing)
+            } else {
+                record[w].bitwiseAnd(~bits, ordering: .releasing)
+            }
+            lo = end
+        }
     }
 
     /// The file pages of a valid range of a usable shared mapping, with one
@@ -296,6 +333,11 @@ public final class FileMapping: @unchecked Sendable {
     /// - Throws: a range error, `.closed`, `.inheritedAcrossFork`, or
     ///   `.unsupported` on a private mapping; nothing changes then.
     ///   `.hugePagesUnavailable` as `VolatileFile.markNonVolatile` says.
+    ///   `.peerNotResponding` when a purge of another process holds a page
+    ///   of `range` locked and made no progress for
+    ///   `VolatileFile.peerPatience`: the pin is published (no purge that
+    ///   starts later takes the pages, and touching them never raises
+    ///   SIGBUS), but whether they survived is unknown: pin again to learn.
     @discardableResult
     public func markNonVolatile(_ range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
         try markNonVolatile(offset: range.lowerBound, length: range.upperBound &- range.lowerBound)  // never traps: see PageGeometry.pages(_:)
@@ -312,6 +354,7 @@ public final class FileMapping: @unchecked Sendable {
             try checkUsable()
             p = try filePages(offset: offset, length: length)
         }
+        recordPins(p, pinned: true)  // before the pin is published: a touch while it settles is filled
         return try file.unmark(p, party: marks, pin: true, firstPage: pages.lowerBound, range: offset..<(offset &+ length))
     }
 

@@ -35,10 +35,11 @@ final class Liveness: @unchecked Sendable {
         Kernel.close(fd: fd)
     }
 
-    /// Takes byte `byte` (non-blocking unless `wait`); false when another
-    /// open file description holds it.
-    func lock(_ byte: Int, wait: Bool = false) throws(SystemError) -> Bool {
-        try Kernel.lockByte(fd: fd, byte, wait: wait)
+    /// Takes byte `byte` if it is free; false when another open file
+    /// description holds it. Never waits: a wait on another process is
+    /// bounded by its caller (PeerWait), never left to the kernel.
+    func lock(_ byte: Int) throws(SystemError) -> Bool {
+        try Kernel.lockByte(fd: fd, byte)
     }
 
     func unlock(_ byte: Int) { try? Kernel.unlockByte(fd: fd, byte) }

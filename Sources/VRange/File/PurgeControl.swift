@@ -8,6 +8,9 @@
 //     locked may be punched: complete them; then roll back the rest)
 //   8 lockLo  16 lockHi  24 punchLo  32 punchHi  40 pid of the holder
 //   48 purges completed  56 recoveries made  64 high-water slot count
+//   72 heartbeat: moved by the holder of the purge lock as its work goes on,
+//     so that a process waiting on it tells a slow peer from a stuck one
+//     (VolatileFile.peerPatience)
 import Synchronization
 
 enum PurgePhase: UInt64, Sendable {
@@ -54,6 +57,18 @@ struct PurgeControl: @unchecked Sendable {
     // on overflow).
     func countPurge() { base[6].wrappingAdd(1, ordering: .relaxed) }
     func countRecovery() { base[7].wrappingAdd(1, ordering: .relaxed) }
+
+    /// Shows that the holder of the purge lock is making progress.
+    func beat() { base[9].wrappingAdd(1, ordering: .relaxed) }
+
+    /// Moves whenever the holder of the purge lock makes progress (its
+    /// heartbeat, its punches, its phase).
+    var progress: UInt64 {
+        base[9].load(ordering: .relaxed) &+ base[6].load(ordering: .relaxed) &* 3 &+ base[0].load(ordering: .relaxed) &* 7
+    }
+
+    /// The pid the purge record names (a hint written by its holder).
+    var holderPID: Int32 { Int32(truncatingIfNeeded: base[5].load(ordering: .relaxed)) }
 
     /// Slots at or above this were never claimed.
     var highWater: Int { Int(truncatingIfNeeded: base[8].load(ordering: .sequentiallyConsistent)) }

@@ -15,10 +15,30 @@
 //   4. per run of locked pages: intent := punching [run]; punch; give every
 //      party that voted the page a purge notice; 10 -> 11; intent := locking;
 //   5. intent := idle.
+//
+// PageProtocol.pml beside this file models this protocol with the pin
+// (VolatileFile.unmark), votes, the fault handler's decision
+// (fault_handler.c, handle_shared_page), a crash or a stop of any process
+// at any step and the recovery; .ci/model checks it exhaustively with spin.
+// Change the model with the code.
 import CVRange
 import Synchronization
 
 extension VolatileFile {
+    /// How long a call waits on another process that shares the file (for
+    /// the purge lock, or for a page its purge locked) while that process
+    /// makes no progress, before it throws `.peerNotResponding`: 2 seconds.
+    /// A process that died is never waited for (its locks are released by
+    /// the kernel and its half-done work recovered at once); a live one
+    /// that keeps making progress (its purge record's heartbeat moves) is
+    /// waited for up to `peerPatienceInAll`.
+    public static let peerPatience = Duration.seconds(2)
+
+    /// The longest any one wait on other processes lasts, progress or not
+    /// (a peer that keeps writing the heartbeat while holding the lock is
+    /// not waited for beyond it): 60 seconds.
+    public static let peerPatienceInAll = Duration.seconds(60)
+
     /// Purges every page of `range` that may be purged now (DESIGN.md §1c):
     /// no private mapping covers it, no live mapper pins it, and the file
     /// marked it volatile or every live shared mapper of it voted. Mapper
@@ -26,8 +46,10 @@ extension VolatileFile {
     /// stop counting).
     ///
     /// - Returns: the bytes purged by this call.
-    /// - Throws: a range error, `.closed`, or `.system` when the purge lock
-    ///   cannot be taken.
+    /// - Throws: a range error, `.closed`, `.peerNotResponding` when another
+    ///   process holds the purge lock and made no progress for
+    ///   `peerPatience` (nothing was purged then), or `.system` when the
+    ///   purge lock cannot be taken.
     @discardableResult
     public func purge(_ range: Range<Int>) throws(VRangeError) -> Int {
         try checkOpen()
@@ -44,12 +66,21 @@ extension VolatileFile {
     }
 
     /// Runs `body` holding the purge lock, after finishing any purge a dead
-    /// holder left half done.
+    /// holder left half done. The OFD lock is tried, never waited for in
+    /// the kernel: a holder that dies releases it (the next try takes it
+    /// and recovers), a live one that makes no progress for `peerPatience`
+    /// ends the wait with `.peerNotResponding` (DESIGN.md §9, peers).
     func withPurgeLock<R>(_ body: () -> R) throws(VRangeError) -> R {
         let ps = try processState()
         let byte = layout.purgeLockByte
         return try purgeMutex.withLock { _ throws(VRangeError) -> R in
-            do throws(SystemError) { _ = try ps.liveness.lock(byte, wait: true) } catch { throw .system(error) }
+            var wait = PeerWait()
+            while true {
+                let taken: Bool
+                do throws(SystemError) { taken = try ps.liveness.lock(byte) } catch { throw .system(error) }
+                if taken { break }
+                try wait.pause(sidecar.control)
+            }
             defer { ps.liveness.unlock(byte) }
             recoverIfNeeded()
             return body()
@@ -64,6 +95,7 @@ extension VolatileFile {
         var total = 0
         var runs = RunCoalescer(maxRun: VolatilityMap.maxRun)
         for w in VolatilityMap.wordsCovering(pages) {
+            if w & 255 == 0 { control.beat() }
             let m = VolatilityMap.lowMask(word: w, pages: pages)
             let candidates = sidecar.purgeable(word: w) & m
             if candidates == 0 { continue }
@@ -84,6 +116,7 @@ extension VolatileFile {
 
     /// Records the intent, then completes `run` (all locked by this purge).
     private func punch(_ run: Range<Int>) -> Int {
+        sidecar.control.beat()
         sidecar.control.beginPunching(run)
         hook(.purgeBeforePunch(run))
         let n = complete(run)
@@ -200,11 +233,15 @@ extension VolatileFile {
     /// after the first, is held by nobody who holds the purge lock and
     /// recorded no intent: its locker died outside the intent protocol, or
     /// a peer scribbled over the sidecar. It is completed as a purge
-    /// (punched, noticed, marked purged), as the fault handler takes a page
-    /// locked too long for purged: so no scribble can make a waiter wait
-    /// for ever. (The only locker that holds no purge lock is the fault
-    /// handler re-discarding a purged page, which ends purged anyway.)
-    func waitForLockedPage(_ wait: inout LockWait, pages: Range<Int>) {
+    /// (punched, noticed, marked purged): so no scribble can make a waiter
+    /// wait for ever. (Every locker of a shared file's page holds the purge
+    /// lock: the fault handler never locks one.)
+    ///
+    /// While the purge lock is held by a live process, the wait goes on as
+    /// long as that process makes progress, and ends with
+    /// `.peerNotResponding` after `peerPatience` without any (see
+    /// `PeerWait`): a stopped peer never hangs a pin.
+    func waitForLockedPage(_ wait: inout LockWait, pages: Range<Int>) throws(VRangeError) {
         Kernel.yield()
         wait.spins += 1
         if wait.spins & 63 != 0 { return }
@@ -212,7 +249,43 @@ extension VolatileFile {
         if wait.last == 0 { wait.last = now; return }
         if now - wait.last < 1_000_000 { return }
         wait.last = now
-        if tryRecoverOrphanedLocks(breaking: wait.looks >= 1 ? pages : nil) { wait.looks += 1 }
+        if tryRecoverOrphanedLocks(breaking: wait.looks >= 1 ? pages : nil) {
+            wait.looks += 1
+            return
+        }
+        try wait.peer.pause(sidecar.control)
+    }
+
+    /// The content map's half of a non-volatile mark of a shared file:
+    /// every page of `pages` becomes present (00), waiting (boundedly,
+    /// `waitForLockedPage`) while a purge holds one locked; calls `purged`
+    /// with each run that was purged. A file's content map holds 00, 10
+    /// and 11 only.
+    func markPresent(_ pages: Range<Int>, purged: (Range<Int>) -> Void) throws(VRangeError) {
+        let content = sidecar.content
+        var wait = LockWait()
+        var runs = RunCoalescer()
+        defer { runs.flush(purged) }
+        for w in VolatilityMap.wordsCovering(pages) {
+            let m = VolatilityMap.lowMask(word: w, pages: pages)
+            let fields = m | m << 1
+            var old = content.words[w].load(ordering: .acquiring)
+            while true {
+                if VolatilityMap.pages(in: old, .locked) & m != 0 {
+                    try waitForLockedPage(&wait, pages: pages)
+                    old = content.words[w].load(ordering: .acquiring)
+                    continue
+                }
+                if old & fields == 0 { break }
+                let (done, seen) = content.words[w].compareExchange(
+                    expected: old, desired: old & ~fields, ordering: .acquiringAndReleasing)
+                if done {
+                    VolatilityMap.forEachRun(in: VolatilityMap.pages(in: old, .purged) & m, word: w) { runs.add($0, $1, purged) }
+                    break
+                }
+                old = seen
+            }
+        }
     }
 
     /// Takes the purge lock if it is free right now and recovers a dead
@@ -223,7 +296,7 @@ extension VolatileFile {
         guard let ps = try? processState() else { return false }
         let byte = layout.purgeLockByte
         return purgeMutex.withLockIfAvailable { _ -> Bool in
-            guard (try? ps.liveness.lock(byte, wait: false)) == true else { return false }
+            guard (try? ps.liveness.lock(byte)) == true else { return false }
             defer { ps.liveness.unlock(byte) }
             recoverIfNeeded()
             if let pages = breaking { breakOrphanedLocks(in: pages) }
@@ -273,4 +346,41 @@ struct LockWait {
     var last: UInt64 = 0
     /// Looks taken with the purge lock held (see `waitForLockedPage`).
     var looks = 0
+    /// The bound on waiting for a live holder of the purge lock.
+    var peer = PeerWait()
+}
+
+/// One wait on other processes (for the purge lock, or a page a purge
+/// locked): yields at first, then sleeps a millisecond between looks; ends
+/// with `.peerNotResponding` once the purge record's progress has not moved
+/// for `VolatileFile.peerPatience`, or after `peerPatienceInAll` in all.
+/// Decides from the record, which the holder moves as it works; the clock
+/// only bounds the wait.
+struct PeerWait {
+    private var looks = 0
+    private var started: UInt64 = 0
+    private var lastProgress: UInt64 = 0
+    private var stamp: UInt64 = 0
+
+    static let patience = UInt64(VolatileFile.peerPatience.components.seconds) * 1_000_000_000
+    static let patienceInAll = UInt64(VolatileFile.peerPatienceInAll.components.seconds) * 1_000_000_000
+
+    mutating func pause(_ control: PurgeControl) throws(VRangeError) {
+        looks += 1
+        if looks < 64 {
+            Kernel.yield()
+            return
+        }
+        Kernel.sleep(nanoseconds: 1_000_000)
+        let now = Kernel.monotonicNanoseconds()
+        let progress = control.progress
+        if started == 0 {
+            (started, lastProgress, stamp) = (now, now, progress)
+            return
+        }
+        if progress != stamp { (lastProgress, stamp) = (now, progress) }
+        if now - lastProgress >= Self.patience || now - started >= Self.patienceInAll {
+            throw .peerNotResponding(pid: control.holderPID)
+        }
+    }
 }

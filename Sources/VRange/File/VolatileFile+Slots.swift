@@ -32,7 +32,7 @@ extension VolatileFile {
                     let deadline = Kernel.monotonicNanoseconds() + 1_000_000_000
                     var locked = false
                     repeat {
-                        do throws(SystemError) { locked = try ps.liveness.lock(i, wait: false) } catch { throw .system(error) }
+                        do throws(SystemError) { locked = try ps.liveness.lock(i) } catch { throw .system(error) }
                         if !locked { Kernel.yield() }
                     } while !locked && Kernel.monotonicNanoseconds() < deadline
                     if !locked {
@@ -98,7 +98,7 @@ extension VolatileFile {
         slotMutex.withLock { _ in
             for i in 0..<(all ? layout.slotCount : sidecar.slotBound) where !ps.owned.contains(i) {
                 guard slots.view(i) != nil, !ps.liveness.heldElsewhere(i) else { continue }
-                guard (try? ps.liveness.lock(i, wait: false)) == true else { continue }
+                guard (try? ps.liveness.lock(i)) == true else { continue }
                 defer { ps.liveness.unlock(i) }
                 guard let v = slots.view(i), slots.beginReclaim(i, observed: v.state) else { continue }
                 clearMarks(ofSlot: i)

@@ -256,6 +256,10 @@ public final class VolatileFile: @unchecked Sendable {
     ///   be allocated again: the marks are made, the pages that could not be
     ///   allocated stay purged (a touch raises SIGBUS), and every loss stays
     ///   to be reported by the next `markNonVolatile` of the range.
+    ///   `.peerNotResponding` when a purge of another process holds a page
+    ///   of `range` locked and made no progress for `peerPatience`: the
+    ///   range is non-volatile for the file by then, but what was lost is
+    ///   unknown; mark it again to learn.
     @discardableResult
     public func markNonVolatile(_ range: Range<Int>) throws(VRangeError) -> NonVolatileResult {
         let pages = try checkedPages(range)
@@ -395,13 +399,13 @@ public final class VolatileFile: @unchecked Sendable {
         if mask != 0 { party.notePurge(word: w, mask: mask) }
     }
 
-    /// Waits out the locked pages of `pages` and makes the purged ones
-    /// present (zero); returns the runs it found purged.
+    /// Waits out the locked pages of `pages` (boundedly: see
+    /// `waitForLockedPage`) and makes the purged ones present (zero);
+    /// returns the runs it found purged.
     private func repopulate(_ pages: Range<Int>, party: PartyMap) throws(VRangeError) -> [Range<Int>] {
         if isHugePageBacked { return try repopulateHugePages(pages, party: party) }
         var purged: [Range<Int>] = []
-        var wait = LockWait()
-        sidecar.content.markNonVolatile(pages, wait: { waitForLockedPage(&wait, pages: pages) }, purged: { purged.append($0) })
+        try markPresent(pages, purged: { purged.append($0) })
         return purged
     }
 
@@ -419,7 +423,7 @@ public final class VolatileFile: @unchecked Sendable {
         var wait = LockWait()
         var failure: SystemError?
         while true {
-            while sidecar.content.census(pages).locked > 0 { waitForLockedPage(&wait, pages: pages) }
+            while sidecar.content.census(pages).locked > 0 { try waitForLockedPage(&wait, pages: pages) }
             let left = try withPurgeLock { () -> Int in
                 for w in VolatilityMap.wordsCovering(pages) where failure == nil {
                     let locked = lock(word: w, purged: VolatilityMap.lowMask(word: w, pages: pages))

@@ -28,13 +28,20 @@ extension Kernel {
             var shared: Bool = false
             /// hugetlbfs: `pageSize` bytes of zeros to fill pages from.
             var zeroSource: UnsafeRawPointer? = nil
+            /// Shared files: this process's private pin bits (one a page from
+            /// `base`), the sidecar's purge control block, and the file page
+            /// at `base` (see vr_region_info).
+            var pins: UnsafePointer<UInt64>? = nil
+            var intent: UnsafePointer<UInt64>? = nil
+            var firstPage: Int = 0
 
             var info: vr_region_info {
                 vr_region_info(
                     base: base, length: length, page_size: pageSize, map: words,
                     generations: generations, coverage_lost: coverageLost,
                     chunks: chunks, chunk_pages: chunkPages, zero_source: zeroSource, mechanism: mechanism.rawValue,
-                    flags: (kernelDriven ? Int32(VR_REGION_KERNEL_DRIVEN) : 0) | (shared ? Int32(VR_REGION_SHARED) : 0))
+                    flags: (kernelDriven ? Int32(VR_REGION_KERNEL_DRIVEN) : 0) | (shared ? Int32(VR_REGION_SHARED) : 0),
+                    pins: pins, intent: intent, first_page: firstPage)
             }
 
             /// Pages per chunk of userfaultfd registration: 64 MiB of 4 KiB

@@ -14,13 +14,15 @@ extension Kernel {
         return out
     }
 
-    /// F_OFD_SETLK(W) of a write lock on byte `byte`. Without `wait`,
-    /// returns false when another open file description holds it.
+    /// F_OFD_SETLK of a write lock on byte `byte`: returns false when
+    /// another open file description holds it. There is deliberately no
+    /// blocking variant (F_OFD_SETLKW): the holder may be a stopped process,
+    /// and no wait on another process is left without a bound (DESIGN.md §9).
     @discardableResult
-    static func lockByte(fd: Int32, _ byte: Int, wait: Bool) throws(SystemError) -> Bool {
-        let code = vr_ofd_lock(fd, off_t(byte), wait ? 1 : 0)
-        if code == EAGAIN && !wait { return false }
-        try checkCode(wait ? "fcntl(F_OFD_SETLKW)" : "fcntl(F_OFD_SETLK)", code)
+    static func lockByte(fd: Int32, _ byte: Int) throws(SystemError) -> Bool {
+        let code = vr_ofd_lock(fd, off_t(byte), 0)
+        if code == EAGAIN { return false }
+        try checkCode("fcntl(F_OFD_SETLK)", code)
         return true
     }
 
