@@ -13,7 +13,7 @@
 // unmark of a page the kernel reclaimed before it began (it must report the
 // page purged, or throw `.closed`: never intact).
 // Rows: (10 operations + a purger's purge) × 2 mechanisms × 2 ends + 5
-// kernel-driven operations × 2 ends = 54 (32 where userfaultfd is missing).
+// kernel-driven operations × 2 ends = 54 (22 where userfaultfd is missing).
 import CVRange
 import Synchronization
 import Testing
