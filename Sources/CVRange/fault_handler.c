@@ -64,12 +64,14 @@ static int fill_page(const vr_region_info *r, uintptr_t page) {
 
 // A page filled outside a scope (non-volatile, or volatile and intact) that
 // another thread purged meanwhile must not stay readable as zeros without a
-// fault: discard it again under its lock, as a purge would.
-static void rediscard(const vr_region_info *r, uintptr_t page) {
+// fault: discard it again under its lock, as a purge would. Counted as a
+// change of the region's mappings, and nothing once it is closing: a
+// protection of close()'s empty mapping would make the access fault for
+// ever (the handler resumes the faults of a closing region).
+static void rediscard(int index, const vr_region_info *r, uintptr_t page) {
   if (!vr_page_cas(r, page, VR_STATE_PURGED, VR_STATE_LOCKED)) return;
   vr_bump_generation(r, page);
-  if (r->mechanism == VR_MECHANISM_MPROTECT) mprotect((void *)page, r->page_size, PROT_NONE);
-  vr_discard((void *)page, r->page_size);
+  vr_region_discard_locked(index, r, page);
   vr_page_cas(r, page, VR_STATE_LOCKED, VR_STATE_PURGED);
 }
 
@@ -203,7 +205,7 @@ static int handle_page(const vr_region_info *r, int index, uintptr_t page) {
       vr_bump_generation(r, page);
       VR_HOOK(VR_HOOK_HANDLER_BEFORE_RECORD, page);
       if (!vr_page_cas(r, page, VR_STATE_VOLATILE, VR_STATE_LOCKED)) continue;  // look again
-      vr_discard((void *)page, r->page_size);
+      vr_region_discard_locked(index, r, page);
       vr_page_cas(r, page, VR_STATE_LOCKED, VR_STATE_PURGED);
       state = VR_STATE_PURGED;
     }
@@ -225,7 +227,7 @@ static int handle_page(const vr_region_info *r, int index, uintptr_t page) {
     if (!(vr_page_state(r, page) & 2)) return 1;  // still 00 or 01: as it should be
     while (vr_page_state(r, page) == VR_STATE_LOCKED) sched_yield();
     if (vr_page_state(r, page) != VR_STATE_PURGED) return 1;
-    rediscard(r, page);  // then look again: purged, so SIGBUS (or a fill in a scope)
+    rediscard(index, r, page);  // then look again: purged, so SIGBUS (or a fill in a scope)
   }
 }
 

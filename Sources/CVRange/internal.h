@@ -85,6 +85,9 @@ static inline void vr_bump_generation(const vr_region_info *r, uintptr_t page) {
 // MARK: - userfaultfd
 
 /// The process-wide userfaultfd, or -1.
+// Discards (mprotect: protects) a page its caller holds locked, counted as a
+// change of the region's mappings; nothing once the region is closing.
+void vr_region_discard_locked(int slot, const vr_region_info *r, uintptr_t page);
 extern _Atomic int vr_uffd_fd;
 /// The at-fork child handler's part: a new descriptor, every region
 /// registered again.

@@ -65,6 +65,7 @@ int vr_region_register(const vr_region_info *info, int *slot_out) {
 }
 
 void vr_region_closing(int slot) {
+  // seq_cst: see vr_region_change_enter.
   if (slot >= 0 && slot < VR_MAX_REGIONS) atomic_store(&vr_slots[slot].closing, 1);
 }
 
@@ -73,6 +74,31 @@ void vr_region_change_begin(int slot) { atomic_fetch_add(&vr_slots[slot].changes
 void vr_region_change_end(int slot) { atomic_fetch_sub(&vr_slots[slot].changes, 1); }
 
 long vr_region_changes(int slot) { return atomic_load(&vr_slots[slot].changes); }
+
+int vr_region_change_enter(int slot) {
+  vr_slot *s = &vr_slots[slot];
+  // seq_cst, a store-load handshake with close() (vr_region_closing, then
+  // vr_region_changes): either close() sees this count and waits, or this
+  // sees the region closing and changes nothing.
+  atomic_fetch_add(&s->changes, 1);
+  if (atomic_load(&s->closing)) {
+    atomic_fetch_sub(&s->changes, 1);
+    return 0;
+  }
+  return 1;
+}
+
+// Discards (and under the mprotect mechanism protects) `page`, which the
+// caller holds locked, as a purge does, counted as a change of the
+// region's mappings: never once close() has begun to replace them (its
+// empty mapping must stay readable; a protected page there would make a
+// racing access fault for ever, resumed by the handler of a closing region).
+void vr_region_discard_locked(int slot, const vr_region_info *r, uintptr_t page) {
+  if (!vr_region_change_enter(slot)) return;
+  if (r->mechanism == VR_MECHANISM_MPROTECT) mprotect((void *)page, r->page_size, PROT_NONE);
+  vr_discard((void *)page, r->page_size);
+  vr_region_change_end(slot);
+}
 
 void vr_region_repurge_filled(int slot, size_t first, size_t count) {
   if (slot < 0 || slot >= VR_MAX_REGIONS) return;
@@ -91,12 +117,46 @@ void vr_region_repurge_filled(int slot, size_t first, size_t count) {
       // read the fill sees the discard).
       if (!vr_page_cas(r, page, VR_STATE_PURGED, VR_STATE_LOCKED)) continue;
       vr_bump_generation(r, page);
-      if (r->mechanism == VR_MECHANISM_MPROTECT) mprotect((void *)page, r->page_size, PROT_NONE);
-      vr_discard((void *)page, r->page_size);
+      vr_region_discard_locked(slot, r, page);
       vr_page_cas(r, page, VR_STATE_LOCKED, VR_STATE_PURGED);
       break;
     }
   }
+}
+
+int vr_region_repopulate_kernel_driven(int slot, size_t first, size_t count) {
+  if (slot < 0 || slot >= VR_MAX_REGIONS) return 0;
+  const vr_region_info *r = &vr_slots[slot].info;
+  int failed = 0;
+  for (size_t p = first; p < first + count; p++) {
+    uintptr_t page = (uintptr_t)r->base + p * r->page_size;
+    for (;;) {
+      int state = vr_page_state(r, page);
+      if (state == VR_STATE_LOCKED) {  // a mark, a settle or a fault holds it: look again after
+        sched_yield();
+        continue;
+      }
+      // Marked volatile (or purged) since it was cleared: no longer this
+      // thread's to fill. A missing volatile page is a reclaim; a zero page
+      // mapped over it would hide that (the next unmark would call it
+      // intact). The fault handler fills it when it is touched.
+      if (state != VR_STATE_NONVOLATILE) break;
+      if (!vr_page_cas(r, page, VR_STATE_NONVOLATILE, VR_STATE_LOCKED)) continue;
+      int e;
+      size_t filled;
+      int fd = atomic_load_explicit(&vr_uffd_fd, memory_order_acquire);
+      if (fd < 0)
+        e = EBADF;
+      else if (r->zero_source)  // hugetlbfs: no zero page
+        e = vr_uffd_copy(fd, (void *)page, r->zero_source, r->page_size);
+      else
+        e = vr_uffd_zeropage_pages(fd, (void *)page, r->page_size, r->page_size, &filled);
+      vr_page_cas(r, page, VR_STATE_LOCKED, VR_STATE_NONVOLATILE);
+      if (e != 0) failed++;  // the handler fills it on its first touch
+      break;
+    }
+  }
+  return failed;
 }
 
 void vr_region_unregister(int slot) {

@@ -7,8 +7,13 @@
 // reports the replacement's zeros intact, an unmark reports the page that
 // was purged); nothing crashes or hangs; after close() every call throws
 // `.closed`, and after the drop the region is gone.
-// Rows: (9 operations + a purger's purge) × 2 mechanisms × 2 ends + 4
-// kernel-driven operations × 2 ends = 48 (24 where userfaultfd is missing).
+// Some operations see another thread change the page meanwhile (`meanwhile`):
+// an unmark whose page is marked volatile and purged again before the end
+// (its re-check must not protect close()'s empty mapping), a kernel-driven
+// unmark of a page the kernel reclaimed before it began (it must report the
+// page purged, or throw `.closed`: never intact).
+// Rows: (10 operations + a purger's purge) × 2 mechanisms × 2 ends + 5
+// kernel-driven operations × 2 ends = 54 (22 where userfaultfd is missing).
 import CVRange
 import Synchronization
 import Testing
@@ -22,6 +27,12 @@ import Glibc
         case markVolatile, markNonVolatile, accessBeforeBody, accessAfterBody, purge, purgeAll
         case pageStates, status, pageOut, purgerPurge
         case kernelDrivenMarkVolatile, kernelDrivenMarkNonVolatile, kernelDrivenAccess, kernelDrivenStatus
+        /// markNonVolatile of page 0 (purged), held after clearing it while
+        /// page 0 is marked volatile and purged again: its late re-check.
+        case markNonVolatileRepurged
+        /// Kernel-driven markNonVolatile of page 2, which the kernel
+        /// reclaimed before it began, held in its settling pass.
+        case kernelDrivenMarkNonVolatileOfAReclaimedPage
 
         var kernelDriven: Bool { rawValue.hasPrefix("kernelDriven") }
 
@@ -29,13 +40,13 @@ import Glibc
         var hold: (point: Int32, page: Int?) {
             switch self {
             case .markVolatile: (Int32(VR_HOOK_MAP_BEFORE_CAS), nil)
-            case .markNonVolatile: (Int32(VR_HOOK_UNMARK_CLEARED), nil)
+            case .markNonVolatile, .markNonVolatileRepurged: (Int32(VR_HOOK_UNMARK_CLEARED), nil)
             case .accessBeforeBody, .kernelDrivenAccess: (Int32(VR_HOOK_ACCESS_AFTER_PRECHECK), nil)
             case .accessAfterBody: (Int32(VR_HOOK_ACCESS_BEFORE_POSTCHECK), nil)
             case .purge, .purgerPurge: (Int32(VR_HOOK_DISCARD), 2)
             case .purgeAll, .kernelDrivenMarkVolatile: (Int32(VR_HOOK_MAP_LOCKED), nil)
             case .pageStates, .status, .pageOut, .kernelDrivenStatus: (Int32(VR_HOOK_REGION_CHECKED), nil)
-            case .kernelDrivenMarkNonVolatile: (Int32(VR_HOOK_DIRTY_PAGE), nil)
+            case .kernelDrivenMarkNonVolatile, .kernelDrivenMarkNonVolatileOfAReclaimedPage: (Int32(VR_HOOK_DIRTY_PAGE), nil)
             }
         }
     }
@@ -70,6 +81,9 @@ import Glibc
         case closed
         case access(VolatileAccess<UInt8>)
         case unmarked([Range<Int>])
+        /// An unmark of page 2 (42): what it reported purged, and the byte
+        /// read just after it returned (the worker still holds the region).
+        case unmarkedPage([Range<Int>], UInt8)
         case other(String)
     }
 
@@ -86,6 +100,9 @@ import Glibc
             try region!.markVolatile(bytes(0..<1))
             try region!.purge(bytes(0..<1))
             try region!.markVolatile(bytes(2..<3))
+            if row.operation == .kernelDrivenMarkNonVolatileOfAReclaimedPage {
+                #expect(try reclaimAll(region!, 2..<3), "\(row): the kernel did not reclaim page 2")
+            }
             weak let gone = region
             let outcome = Locked<Outcome?>(nil)
             let hold = row.operation.hold
@@ -110,6 +127,12 @@ import Glibc
                 }
             }
             #expect(waitForFlags(Flag.a), "\(row): the operation never reached its hold")
+            if row.operation == .markNonVolatileRepurged {
+                // Page 0, cleared by the held unmark, marked volatile and
+                // purged again: its re-check will find it purged.
+                try region!.markVolatile(bytes(0..<1))
+                try region!.purge(bytes(0..<1))
+            }
 
             // The end, from another thread.
             var closer: TestThread?
@@ -153,6 +176,13 @@ import Glibc
                 #expect(byte == 42, "\(row): the access reported \(byte) intact; the page held 42")
             case .unmarked(let purged):
                 #expect(purged == [bytes(0..<1)], "\(row): the unmark reported \(purged) purged, page 0 was")
+            case .unmarkedPage(let purged, let byte):
+                if row.operation == .kernelDrivenMarkNonVolatileOfAReclaimedPage {
+                    #expect(purged == [bytes(2..<3)], "\(row): the unmark of the reclaimed page 2 reported \(purged) purged")
+                } else {
+                    #expect(purged == [bytes(2..<3)] || (purged.isEmpty && byte == 42),
+                            "\(row): the unmark reported \(purged) purged, and page 2 reads \(byte), not 42")
+                }
             case .other(let what):
                 Issue.record("\(row): \(what)")
             default: break
@@ -162,6 +192,11 @@ import Glibc
             case .close:
                 let r = region!
                 #expect(r.isClosed)
+                // close() promises that its empty mapping reads zeros: no
+                // late re-check or rediscard protected a page of it.
+                for p in 0..<4 {
+                    #expect(!touchFaults(UnsafeRawPointer(r.baseAddress + p * page)), "\(row): page \(p) of the closed region faults")
+                }
                 #expect(throws: VRangeError.closed) { try r.markVolatile(bytes(1..<2)) }
                 #expect(throws: VRangeError.closed) { _ = try r.markNonVolatile(bytes(0..<1)) }
                 #expect(throws: VRangeError.closed) { _ = try r.purge(bytes(2..<3)) }
@@ -183,11 +218,11 @@ import Glibc
             case .markVolatile, .kernelDrivenMarkVolatile:
                 try r.markVolatile(bytes(1..<2))
                 return .done
-            case .markNonVolatile:
+            case .markNonVolatile, .markNonVolatileRepurged:
                 return .unmarked(try r.markNonVolatile(bytes(0..<1)).purgedRanges)
-            case .kernelDrivenMarkNonVolatile:
-                _ = try r.markNonVolatile(bytes(2..<3))
-                return .done
+            case .kernelDrivenMarkNonVolatile, .kernelDrivenMarkNonVolatileOfAReclaimedPage:
+                let purged = try r.markNonVolatile(bytes(2..<3)).purgedRanges
+                return .unmarkedPage(purged, r.bytes[2 * page])
             case .accessBeforeBody, .accessAfterBody, .kernelDrivenAccess:
                 return .access(try r.withVolatileAccess(bytes(2..<3)) { $0[0] })
             case .purge:

@@ -192,12 +192,23 @@ void vr_region_change_begin(int slot);
 void vr_region_change_end(int slot);
 /// The changes of region `slot`'s mappings in flight.
 long vr_region_changes(int slot);
+/// vr_region_change_begin unless the region is closing (vr_region_closing,
+/// which close() calls before it waits for the count): returns 1 when the
+/// change is counted (end it with vr_region_change_end), 0 when the region
+/// is closing and nothing may change its mappings. Async-signal-safe.
+int vr_region_change_enter(int slot);
 /// After markNonVolatile's repopulation of pages [first, first+count) of
 /// region `slot` (filled after the map said non-volatile): each page that
 /// was marked volatile and purged again in between is purged again now
 /// (discarded, protected: it must fault, not read the fill), as the fault
 /// handler does for a page it filled. Waits for pages locked meanwhile.
 void vr_region_repurge_filled(int slot, size_t first, size_t count);
+/// markNonVolatile's repopulation in a kernel-driven region: fills each page
+/// of [first, first+count) that is still non-volatile (00) with a zero page
+/// under the page's lock, as the fault handler does; a page marked volatile
+/// meanwhile is no longer its to fill (a zero page there would hide a
+/// reclaim of the kernel). Returns the number of fills that failed.
+int vr_region_repopulate_kernel_driven(int slot, size_t first, size_t count);
 /// Verifies that region `slot` (userfaultfd mechanism) is registered with
 /// the process-wide userfaultfd, and that this descriptor is still the one
 /// that was opened (open, same device and inode). If the descriptor was lost

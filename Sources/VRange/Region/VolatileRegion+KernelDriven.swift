@@ -67,7 +67,12 @@ extension VolatileRegion {
     /// markNonVolatile in kernel-driven mode: volatile pages are locked and
     /// settled (their lazy free cancelled, reclaimed ones found), purged
     /// pages cleared and repopulated.
-    func markNonVolatileKernelDriven(_ pages: Range<Int>, offset: Int, length: Int) -> NonVolatileResult {
+    ///
+    /// - Throws: `.closed` when the region was closed while the pages were
+    ///   settled: the settling pass may have probed close()'s empty mapping
+    ///   (zeros, no fault) instead of a page the kernel had reclaimed, so
+    ///   what it found proves nothing (never report such a page intact).
+    func markNonVolatileKernelDriven(_ pages: Range<Int>, offset: Int, length: Int) throws(VRangeError) -> NonVolatileResult {
         let registration = ensureRegistration()
         var reclaimed: [Range<Int>] = []
         var purged: [Range<Int>] = []
@@ -75,6 +80,10 @@ extension VolatileRegion {
             pages, settleVolatile: true, wait: Kernel.yield,
             settle: { settle($0, epoch: registration.epoch, registered: registration.registered, lost: &reclaimed) },
             purged: { purged.append($0) })
+        // After the settling pass (sequentially consistent: close() sets the
+        // flag before it replaces the memory, so a probe that read the
+        // replacement is followed by this seeing the flag).
+        if closedFlag.load(ordering: .sequentiallyConsistent) { throw .closed }
         TestHook.fire(Int32(VR_HOOK_UNMARK_CLEARED), UnsafeRawPointer(baseAddress + offset))
         for run in purged { repopulate(run) }
         if !reclaimed.isEmpty { purged = Self.union(purged, reclaimed) }

@@ -108,7 +108,7 @@ extension VolatileRegion {
     func markNonVolatileSlow(offset: Int, length: Int) throws(VRangeError) -> NonVolatileResult {
         try checkOpen()
         let pages = try geometry.pages(offset: offset, length: length)
-        if isKernelDriven { return markNonVolatileKernelDriven(pages, offset: offset, length: length) }
+        if isKernelDriven { return try markNonVolatileKernelDriven(pages, offset: offset, length: length) }
         var purged: [Range<Int>] = []
         map.markNonVolatile(pages, wait: Kernel.yield, purged: { purged.append($0) })
         TestHook.fire(Int32(VR_HOOK_UNMARK_CLEARED), UnsafeRawPointer(baseAddress + offset))
@@ -127,6 +127,16 @@ extension VolatileRegion {
     /// the fault handler then fills such a page on its first touch. A page
     /// purged again meanwhile is discarded again after the fill.
     func repopulate(_ pages: Range<Int>) {
+        if isKernelDriven {
+            // Page by page under each page's lock, and only a page still
+            // non-volatile: one marked volatile since it was cleared may
+            // have been reclaimed by the kernel, and a late zero page over
+            // that would hide the reclaim (the next unmark would call the
+            // page intact). It is no longer this thread's to fill.
+            let failed = vr_region_repopulate_kernel_driven(slot, pages.lowerBound, pages.count)
+            if failed > 0 { repopulateFailureCount.add(Int(failed), ordering: .relaxed) }
+            return
+        }
         let bytes = geometry.bytes(pages)
         let start = baseAddress + bytes.lowerBound
         do throws(SystemError) {

@@ -222,6 +222,10 @@ public final class VolatileRegion: @unchecked Sendable {
     public func close() {
         guard !closedFlag.exchange(true, ordering: .sequentiallyConsistent) else { return }
         fastSize.store(0, ordering: .sequentiallyConsistent)
+        // Closing in the handler's table before the wait: a change counted in
+        // C (vr_region_change_enter: a repurge, the handler's rediscard) sees
+        // it or is waited for, as a change counted here sees the flag.
+        Kernel.FaultTable.closing(slot: slot)
         // Either a change in flight sees the flag, or this sees its count.
         while vr_region_changes(slot) != 0 {
             TestHook.fire(Int32(VR_HOOK_CLOSE_WAITING), UnsafeRawPointer(baseAddress))
@@ -234,7 +238,6 @@ public final class VolatileRegion: @unchecked Sendable {
         // (it used to be passed on as a foreign SIGBUS: the process died,
         // seen under ASan in operationsRacingCloseEndCleanly). The slot is
         // never registered with a userfaultfd again (fork, recovery).
-        Kernel.FaultTable.closing(slot: slot)
         if (try? Kernel.replaceWithEmpty(baseAddress, length: size)) == nil {
             // Cannot happen for a range we own; fall back to dropping the contents.
             try? Kernel.advise(baseAddress, length: size, .dontNeed)
