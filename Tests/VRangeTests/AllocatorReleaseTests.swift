@@ -22,13 +22,17 @@ import Glibc
                 var attempt = 0
                 while true {
                     attempt += 1
+                    // From the allocator's creation: a segment's free remainder
+                    // ages from when the segment was made, so under load a slow
+                    // fill can let it expire during the churn (seen in a loaded
+                    // full run: 10 MiB released 23 ms after the frees).
+                    let createdAt = Kernel.nanoseconds()
                     let a = try VolatileAllocator(options: .init(releaseDelay: .nanoseconds(delay), arenaCount: 1))
                     let start = processResidentBytes()
                     var held: [Held] = []
                     for i in 0..<(mibs * (1 << 20) / size) { held.append(Held(try a.allocate(byteCount: size), tag: UInt8(i + 1))) }
                     for h in held { h.buffer.withUnsafeMutableBytes { raw in for p in stride(from: 0, to: size, by: 4096) { raw[p] = 1 } } }
                     let filled = processResidentBytes()
-                    let freedAt = Kernel.nanoseconds()
                     held.removeAll()  // freed while locked: kept for reuse
                     let freed = processResidentBytes()
                     // Churn well within the delay: reuses the freed spans,
@@ -36,9 +40,9 @@ import Glibc
                     let segmentsBefore = a.statistics.segmentsCreated
                     for _ in 0..<2000 { let b = try a.allocate(byteCount: size); b.free() }
                     let churn = a.statistics
-                    let churnNs = Kernel.nanoseconds() - freedAt
+                    let churnNs = Kernel.nanoseconds() - createdAt
                     if churnNs >= delay {
-                        print("note: attempt \(attempt): the churn took \(churnNs / 1_000_000) ms, longer than the delay")
+                        print("note: attempt \(attempt): filling and the churn took \(churnNs / 1_000_000) ms, longer than the delay")
                         guard attempt < 3 else { failChild("FAIL: the churn outlasted the delay 3 times") }
                         continue
                     }
