@@ -73,7 +73,12 @@ enum PeerOperation: String, CaseIterable, Sendable {
         // The operation, on a thread with a deadline; the peer is killed to
         // unblock it if the deadline passes (the row has failed then).
         let outcome = Mutex<String>("not run")
-        let bound = Double(VolatileFile.peerPatience.components.seconds) + 15
+        // The documented bound is peerPatienceInAll (a wait that sees no
+        // progress for peerPatience ends sooner). In the loaded full suite a
+        // stopped × pin row once took over peerPatience + 15 s (not seen
+        // when the table runs alone, under CPU load too): the row's bound
+        // is the documented one plus a margin.
+        let bound = Double(VolatileFile.peerPatienceInAll.components.seconds) + 15
         let returned = finishes(within: bound, unblock: { peer?.kill() }) {
             let text: String
             do throws(VRangeError) {
