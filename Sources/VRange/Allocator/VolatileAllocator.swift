@@ -237,7 +237,7 @@ public final class VolatileAllocator: Sendable {
     /// Whole milliseconds of `d`, in 0...`maxReleaseDelay` (saturating: no
     /// duration traps).
     static func clampedMilliseconds(_ d: Duration) -> UInt32 {
-        let (seconds, attoseconds) = d.components
+        let (seconds, attoseconds) = d.saturatingComponents
         if seconds < 0 || (seconds == 0 && attoseconds < 0) { return 0 }
         let limit = Int64(Int32.max)
         if seconds >= limit / 1000 + 1 { return UInt32(limit) }

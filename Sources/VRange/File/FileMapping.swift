@@ -202,6 +202,10 @@ public final class FileMapping: @unchecked Sendable {
 
     deinit {
         close()
+        defer {
+            handlerMetadata.deallocate()
+            if let z = zeroSource { try? Kernel.unmap(z, length: file.pageSize) }
+        }
         // Nothing can be in flight now: the slot, withdrawn at close(), is
         // freed for another mapping.
         if vr_fork_generation() == forkGeneration, let token = file.beginInternalUse() {
@@ -229,8 +233,11 @@ public final class FileMapping: @unchecked Sendable {
             // Still the file's pages, and still reserved: deinit unmaps them.
             try? Kernel.protect(mappedBase, length: mappedLength, .none)
         }
-        handlerMetadata.deallocate()
-        if let z = zeroSource { try? Kernel.unmap(z, length: file.pageSize) }
+        // handlerMetadata (coverage, chunks, the pin record) and the zero
+        // source stay until deinit: a vote or pin that passed its check
+        // before close() may still write the pin record, and a fault already
+        // in the handler may still read them (a hostile review saw a pin
+        // write freed memory when close() released them here).
         guard vr_fork_generation() == forkGeneration else { return }
         file.mappings.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }
         // The slot lives in the sidecar: withdrawn while the file still has

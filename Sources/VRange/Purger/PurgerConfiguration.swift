@@ -121,10 +121,19 @@ extension Purger {
 }
 
 extension Duration {
+    /// `components`, saturating at `Int64.max`/`Int64.min` seconds:
+    /// `Duration` holds 128 bits, and `components` traps beyond 64 bits of
+    /// seconds (`.seconds(Int64.max) * 10`; found by a hostile review).
+    var saturatingComponents: (seconds: Int64, attoseconds: Int64) {
+        if self >= .seconds(Int64.max) { return (Int64.max, 0) }
+        if self <= .seconds(Int64.min) { return (Int64.min, 0) }
+        return components
+    }
+
     /// Whole milliseconds (rounded toward zero), saturating at Int.min and
     /// Int.max: never a trap, whatever the duration (issue 18, 4c).
     var milliseconds: Int {
-        let (s, atto) = components  // same sign
+        let (s, atto) = saturatingComponents  // same sign
         let ms = s.multipliedReportingOverflow(by: 1000)
         if ms.overflow { return s < 0 ? .min : .max }
         return saturatingSum(Int(ms.partialValue), Int(atto / 1_000_000_000_000_000))
@@ -133,7 +142,7 @@ extension Duration {
     /// Whole nanoseconds, 0 for a negative duration, saturating at
     /// UInt64.max.
     var nanoseconds: UInt64 {
-        let (s, atto) = components
+        let (s, atto) = saturatingComponents
         if s < 0 || (s == 0 && atto < 0) { return 0 }
         let ns = UInt64(s).multipliedReportingOverflow(by: 1_000_000_000)
         return ns.overflow ? .max : ns.partialValue.addingSaturating(UInt64(atto / 1_000_000_000))
