@@ -43,12 +43,20 @@ static int fill_page(const vr_region_info *r, uintptr_t page) {
   if (r->mechanism == VR_MECHANISM_USERFAULTFD) {
     size_t filled;
     int fd = atomic_load_explicit(&vr_uffd_fd, memory_order_acquire);
-    if (fd < 0)
-      e = EBADF;
-    else if (r->zero_source)  // hugetlbfs: no zero page
-      e = vr_uffd_copy(fd, (void *)page, r->zero_source, r->page_size);
-    else
-      e = vr_uffd_zeropage_pages(fd, (void *)page, r->page_size, r->page_size, &filled);
+    // EEXIST with the page not there: another thread filled the page and a
+    // purge discarded it again between the fill and the look (a race, seen
+    // twice in the loaded full suite as a SIGBUS inside an optimistic
+    // access). Fill again; a page that answers EEXIST every time (a guard
+    // or poison marker, issue 18 5e) ends as an error after a bounded
+    // number of tries, counted, not timed.
+    e = EBADF;
+    for (int tries = 0; fd >= 0 && tries < 64; tries++) {
+      if (r->zero_source)  // hugetlbfs: no zero page
+        e = vr_uffd_copy(fd, (void *)page, r->zero_source, r->page_size);
+      else
+        e = vr_uffd_zeropage_pages(fd, (void *)page, r->page_size, r->page_size, &filled);
+      if (e != EEXIST) break;
+    }
   } else {
     e = mprotect((void *)page, r->page_size, PROT_READ | PROT_WRITE) == 0 ? 0 : errno;
     if (e == ENOMEM) {
