@@ -9,10 +9,12 @@
 // resets per-object counts of operations in flight (those threads do not
 // exist in the child).
 //
-// Order: prepare runs layer by layer from the outermost (VR_FORK_CACHE) to
+// Order: prepare runs layer by layer from the outermost (VR_FORK_PURGER) to
 // the innermost (VR_FORK_REGIONS), the order in which the library's own code
-// nests these locks (a cache shard's lock is held while the allocator is
-// called, which may take an arena's lock, and so on down); parent and child
+// nests these locks (a purger's pass lock is held while it calls into a
+// registered object, a cache whose purge callback takes a shard's lock; a
+// shard's lock is held while the allocator is called, which may take an
+// arena's lock, and so on down); parent and child
 // run from the innermost to the outermost. Within a layer, callbacks run in
 // registration order (prepare) and in reverse (parent, child).
 //

@@ -369,10 +369,12 @@ void vr_test_fail_fork_reregistration(int count);
 // MARK: - Fork
 
 /// The layers whose locks the at-fork handler takes, outermost first (the
-/// order the library nests them in). See atfork.c.
+/// order the library nests them in: a purger's pass holds its pass lock
+/// while it calls into registered objects, a cache among them, whose purge
+/// callbacks take shard locks). See atfork.c.
 enum {
-  VR_FORK_CACHE = 0,
-  VR_FORK_PURGER = 1,
+  VR_FORK_PURGER = 0,
+  VR_FORK_CACHE = 1,
   VR_FORK_ALLOCATOR = 2,
   VR_FORK_THREAD_CACHES = 3,
   VR_FORK_FILES = 4,

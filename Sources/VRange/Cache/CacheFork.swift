@@ -1,6 +1,6 @@
 // Fork safety of the cache layer (DESIGN.md §9, Fork; issue 18, 2b): every
 // live cache's shard mutexes are taken by the VR_FORK_CACHE prepare handler
-// (the outermost layer: a shard's mutex is held while the allocator is
+// (after the purger layer, whose pass calls into caches; a shard's mutex is held while the allocator is
 // called, never the other way round) and released after fork() in the
 // parent and in the child, so that a thread that was inside a cache
 // operation when another forked leaves no mutex locked for ever in the
