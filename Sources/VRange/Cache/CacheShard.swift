@@ -131,7 +131,9 @@ struct ShardState<Key: Hashable & Sendable>: ~Copyable {
     }
 
     /// Removes `e` from the map and the list; returns it so that the caller
-    /// drops the last reference outside the mutex.
+    /// drops the last reference outside the mutex. The cache calls it (and
+    /// `insert`) only through `PurgeableCache.drop`/`insert`, which keep its
+    /// eviction total in the same critical section.
     @inlinable @discardableResult
     mutating func remove(_ e: CacheEntry<Key>) -> CacheEntry<Key> {
         map[e.key] = nil

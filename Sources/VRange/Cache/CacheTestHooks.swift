@@ -45,8 +45,11 @@ enum CacheHookPoint: Sendable, Equatable {
     /// not yet joined.
     case beforeJoin
     /// `setBytes`: the value is in its (unlocked) buffer, not yet stored;
-    /// no mutex held.
+    /// no mutex held. Also a rebuild's result, after the closure returned.
     case beforeStore
+    /// `setBytes`: the entry is in the map; no mutex held, the eviction
+    /// not yet run.
+    case afterStore
 }
 
 #if DEBUG

@@ -80,8 +80,7 @@ extension PurgeableCache {
                     e.release()
                     return .cached(copy)
                 }
-                dropped = st.remove(e)
-                adjustTotalCost(by: 0, minus: e.cost)
+                dropped = drop(e, from: &st)
             }
             if let f = st.flights[key], f.generation == CacheFork.generation.load(ordering: .relaxed) {
                 st.stats.coalescedRequests += 1

@@ -40,11 +40,12 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     let rebuild: Rebuild?
     @usableFromInline let shards: [CacheShard<Key>]
     /// The total cost, for eviction: kept only with a cost limit (without
-    /// one nothing is evicted). Unsigned: every entry kept costs at most the
-    /// limit (≤ Int.max) and the total is within the limit after each
-    /// store, so one more entry never overflows it; only several stores
-    /// racing with near-Int.max costs could, and then it saturates.
-    @usableFromInline let totalCost = Atomic<UInt>(0)
+    /// one nothing is evicted). Exact under every interleaving: an entry's
+    /// cost is added under its shard's mutex in the same critical section
+    /// that inserts it (before any other thread can see it), and subtracted
+    /// in the one that removes it; 128 bits (low, high), so that no sum of
+    /// costs (each at most Int.max) overflows it.
+    @usableFromInline let totalCost = Atomic<WordPair>(WordPair(first: 0, second: 0))
     /// This cache's shard mutexes in the at-fork registry (CacheFork).
     nonisolated(unsafe) private let forkNode: UnsafeMutablePointer<CacheForkNode>
 
@@ -127,25 +128,49 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
             hook(.locked(.store))
             if tooCostly {
                 st.stats.evictions += 1
-                return st.map[entry.key].map { st.remove($0) }
+                return st.map[entry.key].map { drop($0, from: &st) }
             }
-            return st.insert(entry)
+            return insert(entry, into: &st)
         }
-        guard costLimit < .max else { return }
-        adjustTotalCost(by: (tooCostly ? 0 : entry.cost), minus: replaced?.cost ?? 0)
-        if !tooCostly { evictIfNeeded(startingAt: s, keep: entry) }
+        _ = replaced  // freed here, outside the mutex
+        hook(.afterStore)
+        if !tooCostly && costLimit < .max { evictIfNeeded(startingAt: s, keep: entry) }
+    }
+
+    /// Inserts `e` in its shard (whose mutex is held) and adds its cost to
+    /// the eviction total in the same critical section; returns the entry
+    /// it replaced (removed and subtracted), for the caller to free outside
+    /// the mutex.
+    @inlinable
+    func insert(_ e: CacheEntry<Key>, into st: inout ShardState<Key>) -> CacheEntry<Key>? {
+        let old = st.insert(e)
+        adjustTotalCost(by: e.cost, minus: old?.cost ?? 0)
+        return old
+    }
+
+    /// Removes `e` from its shard (whose mutex is held) and subtracts its
+    /// cost from the eviction total in the same critical section. Every
+    /// removal goes through here, so the total is exact: the cost of an
+    /// entry is subtracted once, by the thread that removed it, after the
+    /// add of the thread that inserted it.
+    @inlinable @discardableResult
+    func drop(_ e: CacheEntry<Key>, from st: inout ShardState<Key>) -> CacheEntry<Key> {
+        st.remove(e)
+        adjustTotalCost(by: 0, minus: e.cost)
+        return e
     }
 
     /// Adds `plus` and subtracts `minus` (both ≥ 0) to the eviction total,
-    /// saturating in 0...UInt.max. Nothing to do without a cost limit.
+    /// under the mutex of the shard whose entries they are. Never below 0
+    /// (it cannot be: see `drop`). Nothing to do without a cost limit.
     @inlinable
     func adjustTotalCost(by plus: Int, minus: Int) {
         guard costLimit < .max, plus != minus else { return }
         var old = totalCost.load(ordering: .relaxed)
         while true {
-            let (sum, overflow) = old.addingReportingOverflow(UInt(plus))
-            let added = overflow ? UInt.max : sum
-            let new = added > UInt(minus) ? added - UInt(minus) : 0
+            let sum = Self.total(old) + UInt128(max(0, plus))
+            let m = UInt128(max(0, minus))
+            let new = Self.pair(sum > m ? sum - m : 0)
             let (exchanged, current) = totalCost.weakCompareExchange(
                 expected: old, desired: new, successOrdering: .relaxed, failureOrdering: .relaxed)
             if exchanged { return }
@@ -153,37 +178,42 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
         }
     }
 
+    @inlinable
+    static func total(_ p: WordPair) -> UInt128 { UInt128(p.first) | UInt128(p.second) << 64 }
+
+    @inlinable
+    static func pair(_ v: UInt128) -> WordPair {
+        WordPair(first: UInt(truncatingIfNeeded: v), second: UInt(truncatingIfNeeded: v >> 64))
+    }
+
+    /// The eviction total now (0 without a cost limit).
+    @usableFromInline
+    var evictionTotal: UInt128 { Self.total(totalCost.load(ordering: .relaxed)) }
+
     /// Evicts LRU entries, the inserting shard first, then the others in
     /// turn, until the total cost is within the limit. `keep` goes last.
     private func evictIfNeeded(startingAt first: Int, keep: CacheEntry<Key>) {
         var dropped: [CacheEntry<Key>] = []
         defer { _ = dropped }  // freed after every mutex is released
         for pass in 0..<2 {
-            for k in 0..<shards.count where totalCost.load(ordering: .relaxed) > UInt(costLimit) {
+            for k in 0..<shards.count where overLimit {
                 let i = (first + k) & (shards.count - 1)
-                let freed = shards[i].withLock { s -> Int in
+                shards[i].withLock { s in
                     hook(.locked(.evict))
-                    var freed = 0
                     var e = s.oldest
-                    while let victim = e, overLimit(afterFreeing: freed) {
+                    while let victim = e, overLimit {
                         e = victim.newer
                         if victim === keep && pass == 0 { continue }
-                        dropped.append(s.remove(victim))
+                        dropped.append(drop(victim, from: &s))
                         s.stats.evictions += 1
-                        freed = saturatingSum(freed, victim.cost)
                     }
-                    return freed
                 }
-                if freed > 0 { adjustTotalCost(by: 0, minus: freed) }
             }
         }
     }
 
-    /// Whether the total, less `freed`, is still above the cost limit.
-    private func overLimit(afterFreeing freed: Int) -> Bool {
-        let total = totalCost.load(ordering: .relaxed)
-        return total > UInt(freed) && total - UInt(freed) > UInt(costLimit)
-    }
+    /// Whether the total cost is above the cost limit.
+    private var overLimit: Bool { evictionTotal > UInt128(costLimit) }
 
     // MARK: - Get
 
@@ -201,9 +231,8 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
                 return nil
             }
             if !e.acquire() {
-                dropped = st.remove(e)
+                dropped = drop(e, from: &st)
                 st.stats.purgedMisses += 1
-                adjustTotalCost(by: 0, minus: e.cost)
                 return nil
             }
             st.stats.hits += 1
@@ -230,9 +259,8 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
                 return nil
             }
             if !e.acquire() {
-                dropped = st.remove(e)
+                dropped = drop(e, from: &st)
                 st.stats.purgedMisses += 1
-                adjustTotalCost(by: 0, minus: e.cost)
                 return nil
             }
             st.stats.hits += 1
@@ -276,9 +304,8 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
                 return nil
             }
             if !e.acquire() {
-                dropped = st.remove(e)
+                dropped = drop(e, from: &st)
                 st.stats.purgedMisses += 1
-                adjustTotalCost(by: 0, minus: e.cost)
                 return nil
             }
             st.stats.hits += 1
@@ -306,24 +333,21 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     public func removeValue(forKey key: Key) -> Bool {
         let removed = shards[shard(key)].withLock { st -> CacheEntry<Key>? in
             hook(.locked(.remove))
-            return st.map[key].map { st.remove($0) }
+            return st.map[key].map { drop($0, from: &st) }
         }
-        if let removed { adjustTotalCost(by: 0, minus: removed.cost) }
-        return removed != nil
+        return removed != nil  // freed here, outside the mutex
     }
 
     /// Removes every value.
     public func removeAll() {
         for shard in shards {
-            let (all, cost) = shard.withLock { st -> ([CacheEntry<Key>], Int) in
+            let all = shard.withLock { st -> [CacheEntry<Key>] in
                 hook(.locked(.removeAll))
                 let all = Array(st.map.values)
-                let cost = Int(clamping: st.cost)
-                for e in all { st.remove(e) }
-                return (all, cost)
+                for e in all { drop(e, from: &st) }
+                return all
             }
             _ = all  // freed here, outside the mutex
-            adjustTotalCost(by: 0, minus: cost)
         }
     }
 
