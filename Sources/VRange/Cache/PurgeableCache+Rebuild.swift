@@ -8,6 +8,13 @@ extension PurgeableCache {
     /// which is stored for next time. While one rebuild of `key` runs, other
     /// requests for `key` wait for its result instead of running their own.
     ///
+    /// A write wins over a rebuild that it overlaps (as in Guava's loading
+    /// cache): when `key` is set (`setBytes`) or removed (`removeValue`,
+    /// `removeAll`) while its rebuild runs, the rebuild's result is not
+    /// stored — it was computed from older data — though this call and
+    /// every request waiting on the rebuild still get it. The value set
+    /// meanwhile stays; a removed key stays removed.
+    ///
     /// - Throws: what the rebuild threw (every request waiting on it gets
     ///   the same error; nothing is stored).
     /// - Precondition: a rebuild closure was given here or to `init`.
@@ -92,8 +99,8 @@ extension PurgeableCache {
         }
     }
 
-    /// Runs the rebuild, stores its bytes (an empty value too), ends the
-    /// flight.
+    /// Runs the rebuild, stores its bytes (an empty value too) unless its
+    /// key was written meanwhile (`store(_:resultOf:)`), ends the flight.
     func lead(_ key: Key, _ flight: RebuildFlight, _ rebuild: Rebuild?) throws -> [UInt8] {
         let result: Result<[UInt8], any Error>
         let t0 = Kernel.nanoseconds()
@@ -105,9 +112,13 @@ extension PurgeableCache {
         let elapsed = Duration.nanoseconds(Int64(clamping: Kernel.nanoseconds() &- t0))
         if case .success(let bytes) = result {
             // Stored before the flight ends, so a request arriving after it
-            // finds the value. A value that cannot be stored is still
-            // returned to every requester.
-            try? setBytes(bytes, forKey: key)
+            // finds the value. A value that cannot be stored (no memory, or
+            // superseded by a write) is still returned to every requester.
+            let entry = bytes.withUnsafeBytes { raw in try? makeEntry(raw, forKey: key, cost: nil) }
+            if let entry {
+                hook(.beforeStore)
+                store(entry, resultOf: flight)
+            }
         }
         shards[shard(key)].withLock { st in
             hook(.locked(.finish))

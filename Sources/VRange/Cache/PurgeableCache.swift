@@ -88,7 +88,9 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
 
     /// Stores a copy of `bytes` under `key`, replacing any value, and
     /// unlocks it (from now on it may be purged). May evict least recently
-    /// used entries to stay within `costLimit`.
+    /// used entries to stay within `costLimit`. A rebuild of `key` in
+    /// flight is superseded: its result is not stored (see
+    /// `fetchBytes(forKey:rebuild:)`).
     ///
     /// An empty value is stored too (as `NSCache` stores any object): it
     /// takes no memory, no purge takes it, and it reads back as empty.
@@ -101,6 +103,14 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     /// - Throws: what `VolatileAllocator.allocate` throws; the cache is
     ///   unchanged then.
     public func setBytes(_ bytes: UnsafeRawBufferPointer, forKey key: Key, cost: Int? = nil) throws(VRangeError) {
+        let entry = try makeEntry(bytes, forKey: key, cost: cost)
+        hook(.beforeStore)
+        store(entry)
+    }
+
+    /// A copy of `bytes` in an unlocked buffer (none for an empty value),
+    /// as an entry not yet stored.
+    func makeEntry(_ bytes: UnsafeRawBufferPointer, forKey key: Key, cost: Int?) throws(VRangeError) -> CacheEntry<Key> {
         var buffer: PurgeableBuffer? = nil
         if bytes.count > 0 {
             var b = try allocator.allocate(byteCount: bytes.count)
@@ -108,8 +118,7 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
             b.unlock()
             buffer = consume b
         }
-        hook(.beforeStore)
-        store(CacheEntry(key: key, buffer: buffer, byteCount: bytes.count, cost: max(0, cost ?? bytes.count)))
+        return CacheEntry(key: key, buffer: buffer, byteCount: bytes.count, cost: max(0, cost ?? bytes.count))
     }
 
     /// Stores a copy of `bytes` under `key`. See `setBytes(_:forKey:cost:)`.
@@ -121,11 +130,27 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     /// Inserts an entry and evicts to stay within the cost limit. An entry
     /// that alone costs more than the limit replaces the key's value and is
     /// evicted at once, leaving the other entries alone.
-    func store(_ entry: CacheEntry<Key>) {
+    ///
+    /// A store of the user's (`flight` nil) marks the rebuild in flight for
+    /// its key, if any, superseded. The result of rebuild `flight` is stored
+    /// only while that flight is the key's and was not superseded (its key
+    /// was neither set nor removed while it ran); otherwise nothing changes
+    /// and this returns false.
+    @discardableResult
+    func store(_ entry: CacheEntry<Key>, resultOf flight: RebuildFlight? = nil) -> Bool {
         let s = shard(entry.key)
         let tooCostly = entry.cost > costLimit
+        var stored = true
         let replaced = shards[s].withLock { st -> CacheEntry<Key>? in
             hook(.locked(.store))
+            if let flight {
+                guard st.flights[entry.key] === flight, !flight.superseded.load(ordering: .relaxed) else {
+                    stored = false
+                    return nil
+                }
+            } else {
+                st.flights[entry.key]?.superseded.store(true, ordering: .relaxed)
+            }
             if tooCostly {
                 st.stats.evictions += 1
                 return st.map[entry.key].map { drop($0, from: &st) }
@@ -133,8 +158,10 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
             return insert(entry, into: &st)
         }
         _ = replaced  // freed here, outside the mutex
+        guard stored else { return false }
         hook(.afterStore)
         if !tooCostly && costLimit < .max { evictIfNeeded(startingAt: s, keep: entry) }
+        return true
     }
 
     /// Inserts `e` in its shard (whose mutex is held) and adds its cost to
@@ -328,21 +355,26 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
 
     // MARK: - Remove and inspect
 
-    /// Removes the value of `key`. Returns whether there was one.
+    /// Removes the value of `key`. Returns whether there was one. A rebuild
+    /// of `key` in flight is superseded: its result is not stored (see
+    /// `fetchBytes(forKey:rebuild:)`).
     @discardableResult
     public func removeValue(forKey key: Key) -> Bool {
         let removed = shards[shard(key)].withLock { st -> CacheEntry<Key>? in
             hook(.locked(.remove))
+            st.flights[key]?.superseded.store(true, ordering: .relaxed)
             return st.map[key].map { drop($0, from: &st) }
         }
         return removed != nil  // freed here, outside the mutex
     }
 
-    /// Removes every value.
+    /// Removes every value. Rebuilds in flight are superseded: their
+    /// results are not stored.
     public func removeAll() {
         for shard in shards {
             let all = shard.withLock { st -> [CacheEntry<Key>] in
                 hook(.locked(.removeAll))
+                for f in st.flights.values { f.superseded.store(true, ordering: .relaxed) }
                 let all = Array(st.map.values)
                 for e in all { drop(e, from: &st) }
                 return all

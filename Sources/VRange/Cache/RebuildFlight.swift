@@ -14,6 +14,10 @@ final class RebuildFlight: Sendable {
     /// The fork generation it began in (CacheFork): in a fork child, a
     /// flight of an older one has no leader and is replaced, not waited for.
     let generation = CacheFork.generation.load(ordering: .relaxed)
+    /// Set (under the key's shard mutex) when the key is set or removed
+    /// while the rebuild runs: its result is then not stored (it is older
+    /// than that write), though every caller waiting on it gets it.
+    let superseded = Atomic<Bool>(false)
 
     /// Publishes the result and wakes every waiter.
     func complete(_ result: Result<[UInt8], any Error>) {
