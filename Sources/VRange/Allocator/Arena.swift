@@ -273,7 +273,8 @@ final class Arena: @unchecked Sendable {
     /// Returns segments to drop outside the lock (and purges already done).
     private func afterFree(_ s: inout ArenaState, _ seg: Segment, now: UInt32) -> ReleaseWork {
         if s.abandoned && seg.liveBuffers == 0 {
-            return ReleaseWork(purges: [], drops: [dropSegment(&s, seg)])
+            let left = unreleasedRanges(seg)
+            return ReleaseWork(purges: [], drops: [(dropSegment(&s, seg), left)])
         }
         let period = max(config.releaseDelayMs / 4, 1)
         if now &- s.lastReleaseScanMs >= period {
@@ -328,7 +329,8 @@ final class Arena: @unchecked Sendable {
             let page = refPage(r)
             let pages = Int(seg.tags[page].pages)
             if pages == seg.pageCount && seg.liveBuffers == 0 && (seg.dedicated || s.segmentCount > 1) {
-                work.drops.append(dropSegment(&s, seg))
+                let left = unreleasedRanges(seg)
+                work.drops.append((dropSegment(&s, seg), left))
                 continue
             }
             let range = seg.bytes(pages: page, pages)
@@ -340,21 +342,49 @@ final class Arena: @unchecked Sendable {
         return work
     }
 
+    /// Under the lock, before a wholly free segment is dropped: the byte
+    /// ranges of its pages not given back yet (free spans not released,
+    /// empty slab pages). Released spans are out: their pages were purged
+    /// (and counted) or were never used.
+    func unreleasedRanges(_ seg: Segment) -> [Range<Int>] {
+        var out: [Range<Int>] = []
+        var p = 0
+        while p < seg.pageCount {
+            let tag = seg.tags[p]
+            let pages = tag.kind == .slab ? 1 : max(1, Int(tag.pages))
+            if tag.kind != .free || tag.flags & FreeFlags.released == 0 { out.append(seg.bytes(pages: p, pages)) }
+            p += pages
+        }
+        return out
+    }
+
     /// Outside the lock: purge what `collectExpired` queued; drop segments.
-    func finishRelease(_ work: consuming ReleaseWork) {
+    /// Returns the bytes this call gave back (also added to `releasedBytes`).
+    ///
+    /// A dropped segment's pages not given back yet are marked volatile and
+    /// purged before its last reference goes (unmapping it), and only what
+    /// that purge took is counted: a page is counted once, by whichever
+    /// purge discards it — this one, an earlier release's, or another
+    /// thread's purge of a released span still in flight (the page's lock
+    /// in the volatility map decides). Counting the whole mapping counted
+    /// the spans released before again (issue 18 follow-up, C3).
+    @discardableResult
+    func finishRelease(_ work: consuming ReleaseWork) -> Int {
         if work.drainCaches { ThreadCache.drain(token: config.cacheToken) }
         var released = 0
         for (seg, range) in work.purges { released += seg.backing.purge(range) }
-        // Resident bytes of dropped segments are not known; count what was
-        // mapped (their last reference goes with `work`, unmapping them).
-        for seg in work.drops { released += seg.pageCount << config.pageShift }
+        for (seg, left) in work.drops {
+            for range in left { seg.backing.markVolatile(range) }
+            released += seg.backing.purge(seg.bytes(pages: 0, seg.pageCount))
+        }
         if released > 0 { releasedBytes.add(released, ordering: .relaxed) }
+        return released
     }
 
-    /// Releases free spans freed at least `delayMs` ago now. Returns bytes
-    /// given back to the kernel.
+    /// Releases free spans freed at least `delayMs` ago now. Returns the
+    /// bytes this call gave back to the kernel (not what other threads
+    /// released meanwhile).
     func release(olderThanMs delayMs: UInt32) -> Int {
-        let before = releasedBytes.load(ordering: .relaxed)
         TestHook.entered(.release)
         let work: ReleaseWork = state.withLock { s in
             TestHook.locked(.release)
@@ -362,8 +392,7 @@ final class Arena: @unchecked Sendable {
             s.lastReleaseScanMs = now
             return collectExpired(&s, now: now, delayMs: delayMs)
         }
-        finishRelease(work)
-        return releasedBytes.load(ordering: .relaxed) - before
+        return finishRelease(work)
     }
 
     /// The allocator is gone: drop every segment without live buffers now,
@@ -392,7 +421,8 @@ final class Arena: @unchecked Sendable {
 /// free spans (already marked volatile) and segments to drop.
 struct ReleaseWork {
     var purges: [(Segment, Range<Int>)] = []
-    var drops: [Segment] = []
+    /// Segments to drop, with the ranges of their pages not given back yet.
+    var drops: [(Segment, [Range<Int>])] = []
     /// Whether to drain the allocator's thread caches (outside the lock).
     var drainCaches = false
     /// In how many ms the soonest free span left unreleased expires (nil:

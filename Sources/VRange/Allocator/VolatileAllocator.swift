@@ -259,13 +259,15 @@ public final class VolatileAllocator: Sendable {
         s.liveBuffers -= cached.spans
         s.liveBytes -= cached.pages << config.pageShift
         for arena in arenas {
-            // Spans in a magazine count as free.
-            let cached = arena.magazine.census(pageShift: config.pageShift)
-            s.liveBuffers -= cached.spans
-            s.liveBytes -= cached.bytes
             TestHook.entered(.statistics)
             arena.state.withLock { a in
                 TestHook.locked(.statistics)
+                // Spans in a magazine count as free. Counted under the lock:
+                // a drain (which needs it) between this count and the
+                // arena's counters subtracted a span twice.
+                let cached = arena.magazine.census(pageShift: config.pageShift)
+                s.liveBuffers -= cached.spans
+                s.liveBytes -= cached.bytes
                 s.liveBuffers += a.liveBuffers
                 s.liveBytes += a.liveBytes
                 s.segments += a.segmentCount
