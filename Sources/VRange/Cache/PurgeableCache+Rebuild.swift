@@ -83,7 +83,7 @@ extension PurgeableCache {
                 dropped = st.remove(e)
                 adjustTotalCost(by: 0, minus: e.cost)
             }
-            if let f = st.flights[key], f.generation == CacheFork.generation.load(ordering: .relaxed) {
+            if let f = st.flights[key], f.generation == ForkRegistry.cache.generation {
                 st.stats.coalescedRequests += 1
                 return .wait(f)
             }

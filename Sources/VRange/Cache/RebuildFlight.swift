@@ -11,9 +11,9 @@ final class RebuildFlight: Sendable {
     }
     private let state = Locked(State())
     private let done = Kernel.Event()
-    /// The fork generation it began in (CacheFork): in a fork child, a
+    /// The fork generation it began in (ForkRegistry): in a fork child, a
     /// flight of an older one has no leader and is replaced, not waited for.
-    let generation = CacheFork.generation.load(ordering: .relaxed)
+    let generation = ForkRegistry.cache.generation
 
     /// Publishes the result and wakes every waiter.
     func complete(_ result: Result<[UInt8], any Error>) {
