@@ -15,12 +15,23 @@
 // registered object, a cache whose purge callback takes a shard's lock; a
 // shard's lock is held while the allocator is called, which may take an
 // arena's lock, and so on down); parent and child
-// run from the innermost to the outermost. Within a layer, callbacks run in
-// registration order (prepare) and in reverse (parent, child).
+// run from the innermost to the outermost. Within a layer, prepare takes
+// the layer's list (below) first, then runs the callbacks in registration
+// order; parent and child run them in reverse, then release the list.
 //
 // One pthread_atfork registration, made at load, covers every layer: the
 // order no longer depends on which part of the library happened to be used
 // first.
+//
+// Layers whose objects come and go (caches, purgers) keep their live
+// objects' mutexes in a list per layer, here: the lists and their mutexes
+// are static and initialised at compile time, and the handlers that walk
+// them are part of the registration made at load. Nothing on the fork path
+// is initialised lazily: a layer's registry created with its first object
+// (a Swift lazy static registering handlers under registry_lock) left a
+// child of a fork() racing that first creation with the once-initialiser
+// of a thread that does not exist there, half done: its first cache or
+// purger hung (issue 18).
 #include "internal.h"
 
 #include <pthread.h>
@@ -34,6 +45,78 @@ typedef struct {
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static fork_entry entries[VR_FORK_LAYERS][CALLBACKS_PER_LAYER];
 static _Atomic int counts[VR_FORK_LAYERS];
+
+// A layer's live objects (vr_fork_link).
+typedef struct {
+  pthread_mutex_t lock;  // guards head; held from prepare to parent / child
+  vr_fork_node *head;
+  _Atomic(vr_fork_layer_hook) test_hook;
+} fork_list;
+
+#define FORK_LIST_INIT {PTHREAD_MUTEX_INITIALIZER, NULL, NULL}
+static fork_list lists[VR_FORK_LAYERS] = {FORK_LIST_INIT, FORK_LIST_INIT, FORK_LIST_INIT,
+                                          FORK_LIST_INIT, FORK_LIST_INIT, FORK_LIST_INIT};
+_Static_assert(VR_FORK_LAYERS == 6, "one FORK_LIST_INIT per layer");
+
+static _Atomic long fork_count;
+
+int vr_fork_link(int layer, vr_fork_node *node) {
+  if (layer < 0 || layer >= VR_FORK_LAYERS || !node || node->count < 0) return -1;
+  fork_list *list = &lists[layer];
+  node->skipped = 0;
+  node->previous = NULL;
+  pthread_mutex_lock(&list->lock);
+  node->next = list->head;
+  if (list->head) list->head->previous = node;
+  list->head = node;
+  pthread_mutex_unlock(&list->lock);
+  return 0;
+}
+
+void vr_fork_unlink(int layer, vr_fork_node *node) {
+  if (layer < 0 || layer >= VR_FORK_LAYERS || !node) return;
+  fork_list *list = &lists[layer];
+  pthread_mutex_lock(&list->lock);
+  if (node->previous) node->previous->next = node->next;
+  else list->head = node->next;
+  if (node->next) node->next->previous = node->previous;
+  node->previous = node->next = NULL;
+  pthread_mutex_unlock(&list->lock);
+}
+
+long vr_fork_count(void) { return atomic_load_explicit(&fork_count, memory_order_relaxed); }
+
+void vr_fork_set_test_hook(int layer, vr_fork_layer_hook hook) {
+  if (layer >= 0 && layer < VR_FORK_LAYERS) atomic_store(&lists[layer].test_hook, hook);
+}
+
+// Takes the list's mutex, then every node's mutexes in order (a thread
+// inside an operation of the object finishes it first).
+static void list_prepare(int layer) {
+  fork_list *list = &lists[layer];
+  vr_fork_layer_hook hook = atomic_load(&list->test_hook);
+  if (hook) hook(layer);
+  pthread_mutex_lock(&list->lock);
+  for (vr_fork_node *n = list->head; n; n = n->next) {
+    n->skipped = n->held_by_forker ? n->held_by_forker(n) : 0;
+    for (int i = n->skipped; i < n->count; i++) pthread_mutex_lock(n->mutexes[i]);
+  }
+}
+
+static void list_release(int layer) {
+  fork_list *list = &lists[layer];
+  for (vr_fork_node *n = list->head; n; n = n->next) {
+    for (int i = n->count - 1; i >= n->skipped; i--) pthread_mutex_unlock(n->mutexes[i]);
+  }
+  pthread_mutex_unlock(&list->lock);
+}
+
+// In the child, on the thread that forked (which holds every mutex).
+static void list_child(int layer) {
+  for (vr_fork_node *n = lists[layer].head; n; n = n->next)
+    if (n->child) n->child(n);
+  list_release(layer);
+}
 
 int vr_atfork_register(int layer, vr_fork_callback prepare, vr_fork_callback parent,
                        vr_fork_callback child) {
@@ -62,6 +145,7 @@ int vr_atfork_register(int layer, vr_fork_callback prepare, vr_fork_callback par
 static void prepare_all(void) {
   pthread_mutex_lock(&registry_lock);
   for (int l = 0; l < VR_FORK_LAYERS; l++) {
+    list_prepare(l);
     int n = atomic_load(&counts[l]);
     for (int i = 0; i < n; i++)
       if (entries[l][i].prepare) entries[l][i].prepare();
@@ -72,14 +156,17 @@ static void parent_all(void) {
   for (int l = VR_FORK_LAYERS - 1; l >= 0; l--) {
     for (int i = atomic_load(&counts[l]) - 1; i >= 0; i--)
       if (entries[l][i].parent) entries[l][i].parent();
+    list_release(l);
   }
   pthread_mutex_unlock(&registry_lock);
 }
 
 static void child_all(void) {
+  atomic_fetch_add_explicit(&fork_count, 1, memory_order_relaxed);
   for (int l = VR_FORK_LAYERS - 1; l >= 0; l--) {
     for (int i = atomic_load(&counts[l]) - 1; i >= 0; i--)
       if (entries[l][i].child) entries[l][i].child();
+    list_child(l);
   }
   pthread_mutex_init(&registry_lock, NULL);
 }

@@ -103,3 +103,7 @@ void vr_register_at_fork(void) {
   static _Atomic int registered;
   if (!atomic_exchange(&registered, 1)) vr_atfork_register(VR_FORK_REGIONS, NULL, NULL, at_fork_child);
 }
+
+// At load, never lazily (the first region may be made under an arena's
+// lock, which fork()'s prepare waits for: atfork.c).
+__attribute__((constructor)) static void regions_register_at_fork(void) { vr_register_at_fork(); }

@@ -39,10 +39,14 @@ static int barrier_available(void) {
   if (s != 0) return s > 0;
   int ok = membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
   int expected = 0;
-  if (atomic_compare_exchange_strong(&barrier_state, &expected, ok ? 1 : -1) && ok) {
-    vr_atfork_register(VR_FORK_THREAD_CACHES, at_fork_prepare, at_fork_parent, at_fork_child);
-  }
+  atomic_compare_exchange_strong(&barrier_state, &expected, ok ? 1 : -1);
   return atomic_load(&barrier_state) > 0;
+}
+
+// At load, never lazily: a registration racing fork() waits for it while
+// its caller may hold a lock fork()'s prepare waits for (atfork.c).
+__attribute__((constructor)) static void tcache_register_at_fork(void) {
+  vr_atfork_register(VR_FORK_THREAD_CACHES, at_fork_prepare, at_fork_parent, at_fork_child);
 }
 
 vr_tcache *vr_tcache_create(void) {
@@ -264,6 +268,10 @@ static void alloc_init(void) {
   init_cond();
   vr_atfork_register(VR_FORK_ALLOCATOR, alloc_prepare, alloc_parent, alloc_child);
 }
+
+// At load (see tcache_register_at_fork): the first arena, linked under a
+// cache's shard mutex, no longer registers racing a fork.
+__attribute__((constructor)) static void alloc_register_at_fork(void) { pthread_once(&alloc_once, alloc_init); }
 
 void vr_alloc_link_arena(vr_alloc_link *l) {
   pthread_once(&alloc_once, alloc_init);

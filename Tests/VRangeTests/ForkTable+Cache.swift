@@ -156,7 +156,7 @@ func useCacheInForkChild(_ cache: PurgeableCache<Int>, values: PurgeableValueCac
             if window.holdsMutex {
                 // fork()'s prepare handler waits for the shard's mutex: let
                 // the held thread finish its operation then.
-                CacheFork.testPrepareHook.withLock { $0 = { gate.open() } }
+                ForkRegistry.cache.setTestPrepareHook { gate.open() }
             }
             let worker = TestThread {
                 heldThread.store(UInt(pthread_self()), ordering: .releasing)
@@ -185,7 +185,7 @@ func useCacheInForkChild(_ cache: PurgeableCache<Int>, values: PurgeableValueCac
             gate.open()
             forked.open()
             worker.join()
-            CacheFork.testPrepareHook.withLock { $0 = nil }
+            ForkRegistry.cache.setTestPrepareHook(nil)
             guard let status = waitChild(pid, seconds: 20) else { sayToStderr("\(window): the child hung (killed after 20 s)\n"); _exit(3) }
             // Exit 100 + the child's exit code, or 150 + its signal (14: SIGALRM, a hang).
             if let code = exitCode(status), code != 0 { _exit(100 + code) }

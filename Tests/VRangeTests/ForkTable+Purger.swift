@@ -82,7 +82,7 @@ func usePurgerInForkChild(_ purger: Purger, held: HoldingMemory) -> Int32 {
                 }
             }
             if window == .statisticsInsideForEach { held.onWalk.withLock { $0 = hold } } else { held.onPurge.withLock { $0 = hold } }
-            if window.holdsPassLock { PurgerFork.testPrepareHook.withLock { $0 = { gate.open() } } }
+            if window.holdsPassLock { ForkRegistry.purger.setTestPrepareHook { gate.open() } }
             purger.register(held)
             var threads: [TestThread] = []
             let designated: @Sendable () -> Void = { worker.store(UInt(pthread_self()), ordering: .releasing) }
@@ -110,7 +110,7 @@ func usePurgerInForkChild(_ purger: Purger, held: HoldingMemory) -> Int32 {
             if pid == 0 { _exit(usePurgerInForkChild(purger, held: held)) }
             gate.open()
             for t in threads { t.join() }
-            PurgerFork.testPrepareHook.withLock { $0 = nil }
+            ForkRegistry.purger.setTestPrepareHook(nil)
             guard let status = waitChild(pid, seconds: 20) else { _exit(3) }
             // Exit 100 + the child's exit code, or 150 + its signal (14: SIGALRM, a hang).
             if let code = exitCode(status), code != 0 { _exit(100 + code) }

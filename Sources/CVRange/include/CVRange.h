@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -385,8 +386,46 @@ typedef void (*vr_fork_callback)(void);
 /// Registers one layer's at-fork callbacks (any may be NULL); registering
 /// the same three again does nothing. prepare runs outermost layer first,
 /// parent and child innermost first. Returns 0, or -1 for a bad layer or a
-/// full layer (8 callbacks).
+/// full layer (8 callbacks). Call it at load only (from a constructor): a
+/// registration racing fork() waits until fork() is done, and its caller
+/// may hold a lock that fork()'s prepare waits for (issue 18).
 int vr_atfork_register(int layer, vr_fork_callback prepare, vr_fork_callback parent,
                        vr_fork_callback child);
+
+/// One live object's mutexes in a layer's at-fork list (atfork.c; the cache
+/// and purger layers use them). The lists, their mutexes and the handlers
+/// that walk them are atfork.c's, statically initialised: linking the first
+/// object of a layer initialises nothing, so a fork() racing it leaves a
+/// usable child. prepare takes the list's mutex, then each node's mutexes in
+/// order; parent and child release them in reverse, then the list's mutex.
+typedef struct vr_fork_node vr_fork_node;
+struct vr_fork_node {
+  /// Taken in this order before fork(), released in reverse after it.
+  pthread_mutex_t **mutexes;
+  int count;
+  /// Optional, called by prepare on the forking thread: how many of the
+  /// first mutexes that thread holds already (neither taken nor released).
+  int (*held_by_forker)(const vr_fork_node *node);
+  /// Optional, called in the child (every node's, before any mutex is
+  /// released): resets what the threads that do not exist there left.
+  void (*child)(vr_fork_node *node);
+  /// The object's, for its callbacks.
+  void *context;
+  /// The list's: prepare's held_by_forker answer, and the links.
+  int skipped;
+  vr_fork_node *previous, *next;
+};
+/// Links `node` into `layer`'s list (waits while a fork() is in progress).
+/// Returns 0, or -1 for a bad layer or node.
+int vr_fork_link(int layer, vr_fork_node *node);
+/// Unlinks a linked `node` (waits while a fork() is in progress).
+void vr_fork_unlink(int layer, vr_fork_node *node);
+/// How many fork()s this process descends from: bumped in each child
+/// before any child handler runs.
+long vr_fork_count(void);
+/// Test-only: called by prepare with the layer's number before it takes
+/// anything of that layer (NULL: none).
+typedef void (*vr_fork_layer_hook)(int layer);
+void vr_fork_set_test_hook(int layer, vr_fork_layer_hook hook);
 
 #endif

@@ -76,7 +76,7 @@ final class CacheEntry<Key: Hashable & Sendable>: @unchecked Sendable {
 /// A shard: its mutex-guarded state, in an object of its own (a Mutex
 /// cannot be copied into an array) padded so that two shards' mutexes do
 /// not share a cache line. The mutex is a pthread mutex (`Locked`), so that
-/// the at-fork handlers (CacheFork.swift) can take it before `fork()` and
+/// the at-fork handlers (ForkRegistry.swift) can take it before `fork()` and
 /// release it in both processes.
 @usableFromInline
 final class CacheShard<Key: Hashable & Sendable>: Sendable {

@@ -89,7 +89,7 @@ extension PurgeableCache {
                 }
                 dropped = drop(e, from: &st)
             }
-            if let f = st.flights[key], f.generation == CacheFork.generation.load(ordering: .relaxed) {
+            if let f = st.flights[key], f.generation == ForkRegistry.cache.generation {
                 st.stats.coalescedRequests += 1
                 return .wait(f)
             }

@@ -46,8 +46,8 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     /// in the one that removes it; 128 bits (low, high), so that no sum of
     /// costs (each at most Int.max) overflows it.
     @usableFromInline let totalCost = Atomic<WordPair>(WordPair(first: 0, second: 0))
-    /// This cache's shard mutexes in the at-fork registry (CacheFork).
-    nonisolated(unsafe) private let forkNode: UnsafeMutablePointer<CacheForkNode>
+    /// This cache's shard mutexes in the at-fork registry.
+    nonisolated(unsafe) private let forkNode: ForkRegistry.Node
 
     /// The most shards a cache has (`init` clamps to it).
     public static var maxShards: Int { 1024 }
@@ -76,10 +76,17 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
         while n < min(max(1, shards), Self.maxShards) { n <<= 1 }
         let made = (0..<n).map { _ in CacheShard<Key>() }
         self.shards = made
-        forkNode = CacheFork.register(made.map { $0.state.mutex })
+        // Fork safety (issue 18, 2b): fork()'s prepare takes every shard
+        // mutex (after the purger layer, whose pass calls into caches; no
+        // operation holds two shard mutexes, and a shard's mutex is held
+        // while the allocator is called, never the other way round), parent
+        // and child release them. A rebuild in flight has no leader in the
+        // child: flights carry the fork generation they began in, and the
+        // child replaces older ones instead of waiting for them.
+        forkNode = ForkRegistry.cache.link(made.map { $0.state.mutex })
     }
 
-    deinit { CacheFork.unregister(forkNode) }
+    deinit { ForkRegistry.cache.unlink(forkNode) }
 
     @inlinable
     func shard(_ key: Key) -> Int { key.hashValue & (shards.count - 1) }

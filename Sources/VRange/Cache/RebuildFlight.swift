@@ -11,9 +11,9 @@ final class RebuildFlight: Sendable {
     }
     private let state = Locked(State())
     private let done = Kernel.Event()
-    /// The fork generation it began in (CacheFork): in a fork child, a
+    /// The fork generation it began in (ForkRegistry): in a fork child, a
     /// flight of an older one has no leader and is replaced, not waited for.
-    let generation = CacheFork.generation.load(ordering: .relaxed)
+    let generation = ForkRegistry.cache.generation
     /// Set (under the key's shard mutex) when the key is set or removed
     /// while the rebuild runs: its result is then not stored (it is older
     /// than that write), though every caller waiting on it gets it.

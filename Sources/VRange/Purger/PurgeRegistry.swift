@@ -35,7 +35,7 @@ final class PurgeRegistry: @unchecked Sendable {
     /// before freeing what they touch (VolatileFile.close does).
     static let removalWaitLimit: Duration = .seconds(10)
 
-    /// Internal for the at-fork handlers (PurgerFork).
+    /// Internal for the at-fork handlers (ForkRegistry).
     let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let released = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private var entries: [PurgeRegistration] = []
@@ -55,7 +55,7 @@ final class PurgeRegistry: @unchecked Sendable {
         pthread_condattr_destroy(&attributes)
     }
 
-    /// In a fork child (PurgerFork, holding the mutex): the threads that
+    /// In a fork child (the at-fork child handler, holding the mutex): the threads that
     /// held uses do not exist here, nor do those waiting in `remove`.
     /// Forgets the uses and reinitialises the condition. No allocation.
     func forkChildReset() {

@@ -51,25 +51,46 @@ final class PurgerCore: @unchecked Sendable {
     let detached = Atomic<Bool>(false)
     /// The thread and its wake-up eventfd, set once by start().
     private let lifecycle = Locked<(thread: Kernel.Thread?, wakeFD: Int32)>((nil, -1))
-    /// The fork generation the thread was started in (PurgerFork): in a
+    /// The fork generation the thread was started in (ForkRegistry): in a
     /// fork child the thread does not exist.
     private let threadGeneration = Atomic<Int>(-1)
     /// The thread running a pass now (pthread_t; 0: none), for a fork from
-    /// inside a purge callback (PurgerFork).
+    /// inside a purge callback (the at-fork prepare).
     private let passOwner = Atomic<UInt>(0)
     /// This purger's locks in the at-fork registry.
-    nonisolated(unsafe) private var forkNode: UnsafeMutablePointer<PurgerForkNode>?
+    nonisolated(unsafe) private var forkNode: ForkRegistry.Node?
 
     init(_ configuration: Purger.Configuration, clock: @escaping @Sendable () -> UInt64) {
         self.configuration = configuration
         self.clock = clock
-        forkNode = PurgerFork.register(PurgerForkNode(
-            mutexes: (passLock.mutex, registry.mutex, state.mutex, lifecycle.mutex),
-            core: Unmanaged.passUnretained(self), previous: nil, next: nil))
+        // Fork safety (issue 18, class 2): fork()'s prepare takes the pass
+        // lock (a pass in flight finishes first), the registry's mutex, the
+        // state and the lifecycle lock, in the order a pass nests them; the
+        // forking thread may run a pass itself (it forks from inside a purge
+        // callback): its pass lock is not taken again. In the child the uses
+        // that other threads held are forgotten (those threads do not exist
+        // there: `unregister` must not wait for them), and the purger's
+        // thread does not exist either: `stop()` and `wake()` leave the
+        // parent's thread alone (its eventfd is shared). The node holds the
+        // core unretained: the core unlinks it in its deinit.
+        forkNode = ForkRegistry.purger.link(
+            [passLock.mutex, registry.mutex, state.mutex, lifecycle.mutex],
+            context: Unmanaged.passUnretained(self).toOpaque(),
+            heldByForker: { node in
+                PurgerCore.of(node!.pointee.context)._withUnsafeGuaranteedRef { $0.passRunsOnCurrentThread } ? 1 : 0
+            },
+            child: { node in
+                PurgerCore.of(node!.pointee.context)._withUnsafeGuaranteedRef { $0.registry.forkChildReset() }
+            })
     }
 
     deinit {
-        if let forkNode { PurgerFork.unregister(forkNode) }
+        if let forkNode { ForkRegistry.purger.unlink(forkNode) }
+    }
+
+    /// The core of a fork node's context.
+    private static func of(_ context: UnsafeMutableRawPointer?) -> Unmanaged<PurgerCore> {
+        Unmanaged.fromOpaque(context!)
     }
 
     /// Whether the calling thread is running a pass of this purger.
@@ -78,7 +99,7 @@ final class PurgerCore: @unchecked Sendable {
     /// Whether the thread was started in this process (not inherited
     /// through fork(), where it does not exist).
     private var threadInThisProcess: Bool {
-        threadGeneration.load(ordering: .relaxed) == PurgerFork.generation.load(ordering: .relaxed)
+        threadGeneration.load(ordering: .relaxed) == ForkRegistry.purger.generation
     }
 
     // MARK: - Purging
@@ -242,7 +263,7 @@ final class PurgerCore: @unchecked Sendable {
         let loop = PurgerLoop(core: self, sources: sources, wakeFD: wakeFD)
         do {
             let thread = try Kernel.Thread(name: "vrange-purger") { loop.run() }
-            threadGeneration.store(PurgerFork.generation.load(ordering: .relaxed), ordering: .relaxed)
+            threadGeneration.store(ForkRegistry.purger.generation, ordering: .relaxed)
             lifecycle.withLock { $0 = (thread, wakeFD) }
             state.withLock { $0.hasThread = true }
         } catch {
