@@ -52,6 +52,10 @@ public final class FileMapping: @unchecked Sendable {
     let pages: Range<Int>
     let geometry: PageGeometry
     let slot: Int
+    /// The state word this mapping published for its slot: its private
+    /// record, which no peer can write (see `VolatileFile.repairSlot`).
+    let slotState: UInt64
+    let slotKind: SlotKind
     let marks: PartyMap
     let mappedBase: UnsafeMutableRawPointer
     let mappedLength: Int
@@ -80,7 +84,7 @@ public final class FileMapping: @unchecked Sendable {
     init(file: VolatileFile, range: Range<Int>, options: Options) throws(VRangeError) {
         let pages = try file.geometry.pages(range)
         let kind: SlotKind = options.privateMapping ? .privateMapping : .shared
-        let slot = try file.claimSlot(kind: kind, pages: pages)
+        let (slot, slotState) = try file.claimSlot(kind: kind, pages: pages)
         var cleanup: [() -> Void] = [{ file.releaseSlot(slot) }]
         func fail(_ e: VRangeError) -> VRangeError {
             for undo in cleanup.reversed() { undo() }
@@ -138,6 +142,8 @@ public final class FileMapping: @unchecked Sendable {
         self.pages = pages
         self.geometry = PageGeometry(size: range.count, pageSize: file.pageSize)
         self.slot = slot
+        self.slotState = slotState
+        self.slotKind = kind
         self.marks = file.sidecar.marks(ofSlot: slot)
         self.mappedBase = mapped
         self.mappedLength = length
@@ -362,6 +368,9 @@ public final class FileMapping: @unchecked Sendable {
             p = try filePages(offset: offset, length: length)
         }
         recordPins(p, pinned: true)  // before the pin is published: a touch while it settles is filled
+        // A record a peer wrote over is written again (its votes count
+        // again); its pins counted all along (a purge asks the OFD byte).
+        file.repairSlot(slot, published: slotState, kind: slotKind, pages: pages) { closedFlagIsSet }
         return try file.unmark(p, party: marks, pin: true, firstPage: pages.lowerBound, range: offset..<(offset &+ length))
     }
 

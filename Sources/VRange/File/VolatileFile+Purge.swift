@@ -94,15 +94,16 @@ extension VolatileFile {
         control.beginLocking(pages, pid: Kernel.processID)
         var total = 0
         var runs = RunCoalescer(maxRun: VolatilityMap.maxRun)
+        let alive = AliveSlots(self)
         for w in VolatilityMap.wordsCovering(pages) {
             if w & 255 == 0 { control.beat() }
             let m = VolatilityMap.lowMask(word: w, pages: pages)
-            let candidates = sidecar.purgeable(word: w) & m
+            let candidates = sidecar.purgeable(word: w, alive: alive.callAsFunction) & m
             if candidates == 0 { continue }
             let locked = lock(word: w, present: candidates)
             if locked == 0 { continue }
             hook(.purgeLocked(word: w))
-            let keep = locked & sidecar.purgeable(word: w)
+            let keep = locked & sidecar.purgeable(word: w, alive: alive.callAsFunction)
             if keep != locked { unlock(word: w, locked & ~keep) }
             VolatilityMap.forEachRun(in: keep, word: w) { first, count in
                 runs.add(first, count) { total += punch($0) }
@@ -150,14 +151,15 @@ extension VolatileFile {
         return done
     }
 
-    /// Every party (the file, each non-free slot) that has a page of `run`
-    /// voted gets a purge notice for it.
+    /// Every party (the file, each slot not free or with a live owner: see
+    /// `AliveSlots`) that has a page of `run` voted gets a purge notice for it.
     private func notePurge(_ run: Range<Int>) {
         let bound = sidecar.slotBound
+        let alive = AliveSlots(self)
         for w in VolatilityMap.wordsCovering(run) {
             let m = VolatilityMap.lowMask(word: w, pages: run)
             sidecar.fileMarks.notePurge(word: w, mask: m)
-            for i in 0..<bound where sidecar.slots.view(i) != nil {
+            for i in 0..<bound where sidecar.slots.view(i) != nil || alive(i) {
                 sidecar.marks(ofSlot: i).notePurge(word: w, mask: m)
             }
         }
