@@ -133,3 +133,74 @@ import Glibc
         #expect(o.phases.allSatisfy { $0 == .live }, "the peer's slots after its pins: \(o.phases)")
     }
 }
+
+extension PeerSlotTests {
+    // MARK: - P1: fork() while a purge waits for a stalled peer
+
+    /// A peer process holds the purge lock, held inside its purge (its
+    /// heartbeat kept moving, so a waiter would wait up to
+    /// `peerPatienceInAll`); thread A's purge waits for it. withPurgeLock
+    /// waited holding the file's purgeMutex, which the files layer's at-fork
+    /// prepare takes: fork() returned only when A's wait ended. Now the wait
+    /// holds no lock of this process: fork() returns while A is still
+    /// waiting (the hook says it waits; its result is not in yet), and the
+    /// child maps, writes, purges (the peer still holds the lock:
+    /// `.peerNotResponding`) and closes the file.
+    @Test func forkWhileAPurgeWaitsForAStalledPeer() throws {
+        guard forkTestsRunHere("forkWhileAPurgeWaitsForAStalledPeer"), hooksAvailable("forkWhileAPurgeWaitsForAStalledPeer") else { return }
+        let f = try VolatileFile(byteCount: 8 * page)
+        try f.markVolatile(bytes(0..<8))
+        let peer = try peerHeldInAPurge(of: f, pages: 0..<8, at: "locked", kill: 0)
+        defer { peer.kill() }
+        let waits = Atomic<Int>(0)
+        f.testHook.withLock { $0 = { p in if p == .purgeLockWait { waits.add(1, ordering: .relaxed) } } }
+        defer { f.testHook.withLock { $0 = nil } }
+        let stopBeat = Atomic<Bool>(false)
+        let beater = TestThread {
+            // The peer's heartbeat (its purge record's progress), for at most
+            // 4 s: the purge before the fix ends 2 s after that.
+            let deadline = monotonicSeconds() + 4
+            while !stopBeat.load(ordering: .relaxed) && monotonicSeconds() < deadline {
+                f.sidecar.control.beat()
+                usleep(1000)
+            }
+        }
+        let purgeDone = Atomic<Bool>(false)
+        let purgeError = Mutex<String>("")
+        let purger = TestThread {
+            do throws(VRangeError) { _ = try f.purgeAll() } catch { purgeError.withLock { $0 = "\(error)" } }
+            purgeDone.store(true, ordering: .releasing)
+        }
+        #expect(waitUntil { waits.load(ordering: .relaxed) > 0 }, "the purge never waited for the peer")
+        let pid = fork()
+        if pid == 0 {
+            vr_test_hook_reset()
+            childWatchdog(10)
+            _exit(Self.childUsesAndClosesTheFile(f))
+        }
+        // Sampled as soon as fork() returns, before the child is waited for.
+        let stillWaiting = !purgeDone.load(ordering: .acquiring)
+        stopBeat.store(true, ordering: .relaxed)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        purger.join()
+        beater.join()
+        #expect(stillWaiting, "fork() returned only after the purge's wait for the peer ended (\(purgeError.withLock { $0 })): the at-fork prepare waited for purgeMutex")
+        #expect(exitCode(status) == 0, "fork child: \(describeStatus(status)) (SIGALRM: hung)")
+        #expect(purgeError.withLock { $0 }.hasPrefix("peerNotResponding"), "the purge: \(purgeError.withLock { $0 })")
+    }
+
+    /// The fork child's part: map, write, read back, purge (the peer still
+    /// holds the purge lock: `.peerNotResponding`), close. 0 when all held.
+    static func childUsesAndClosesTheFile(_ f: VolatileFile) -> Int32 {
+        guard let m = try? f.map() else { return 81 }
+        fill(m, page: 0, tag: 5)
+        guard look(m, page: 0, tag: 5) == "tag" else { return 82 }
+        do throws(VRangeError) { _ = try f.purgeAll(); return 83 } catch {
+            guard isPeerNotResponding(error) else { return 84 }
+        }
+        m.close()
+        f.close()
+        return 0
+    }
+}

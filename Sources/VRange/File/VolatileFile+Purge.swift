@@ -70,20 +70,29 @@ extension VolatileFile {
     /// the kernel: a holder that dies releases it (the next try takes it
     /// and recovers), a live one that makes no progress for `peerPatience`
     /// ends the wait with `.peerNotResponding` (DESIGN.md §9, peers).
+    ///
+    /// purgeMutex (which serializes this process's holders: they share one
+    /// open file description, so the OFD lock does not) is held only while
+    /// the OFD lock is tried or held, never across a wait for another
+    /// process: the files layer's at-fork prepare takes it, and fork() must
+    /// not wait for a peer. A fork child never inherits the OFD lock held:
+    /// the prepare handler holds purgeMutex, so no thread holds it then.
     func withPurgeLock<R>(_ body: () -> R) throws(VRangeError) -> R {
         let ps = try processState()
         let byte = layout.purgeLockByte
-        return try purgeMutex.withLock { _ throws(VRangeError) -> R in
-            var wait = PeerWait()
-            while true {
+        var wait = PeerWait()
+        while true {
+            let result = try purgeMutex.withLock { _ throws(VRangeError) -> R? in
                 let taken: Bool
                 do throws(SystemError) { taken = try ps.liveness.lock(byte) } catch { throw .system(error) }
-                if taken { break }
-                try wait.pause(sidecar.control)
+                guard taken else { return nil }
+                defer { ps.liveness.unlock(byte) }
+                recoverIfNeeded()
+                return body()
             }
-            defer { ps.liveness.unlock(byte) }
-            recoverIfNeeded()
-            return body()
+            if let result { return result }
+            hook(.purgeLockWait)
+            try wait.pause(sidecar.control)
         }
     }
 
