@@ -79,6 +79,31 @@ import Glibc
         peerSide.close(); f.close()
     }
 
+    /// A peer writes a live pinner's pin neutral (10 -> 00) in its marks: a
+    /// purge then takes the page (nothing pins it in the sidecar) and gives
+    /// no notice (a neutral party gets none); the file's unmark repopulates
+    /// it. The pinner's next pin reported it intact over zeros. Now a pin
+    /// compares its private pin record with its marks: a pin written over is
+    /// reported lost.
+    @Test func pinAPeerWroteNeutralIsReportedLost() throws {
+        let f = try VolatileFile(byteCount: 4 * page)
+        let m = try f.map()
+        fill(m, page: 0, tag: 3)
+        _ = try m.markNonVolatile(0..<page)
+        m.marks.words[0].store(0, ordering: .sequentiallyConsistent)  // the peer's scribble
+        try f.markVolatile(0..<page)
+        let purged = try f.purge(0..<page)
+        _ = try f.markNonVolatile(0..<page)
+        let r = try m.markNonVolatile(0..<page)
+        let after = look(m, page: 0, tag: 3)
+        #expect(after == "tag" || pageRuns(r) == [0..<1],
+                "a pin reported page 0 intact (\(pageRuns(r))), its contents are \(after): a peer wrote its pin neutral (purged \(purged / page) page)")
+        // Nothing was written over since: the next pin is exact again.
+        fill(m, page: 0, tag: 4)
+        #expect(pageRuns(try m.markNonVolatile(0..<page)).isEmpty)
+        m.close(); f.close()
+    }
+
     // MARK: - P2: claims against live slots scribbled "free"
 
     /// A peer holds live slots (their OFD bytes locked) and scribbles their

@@ -367,11 +367,66 @@ public final class FileMapping: @unchecked Sendable {
             try checkUsable()
             p = try filePages(offset: offset, length: length)
         }
+        // Before this pin writes them: pins a peer wrote over (see
+        // `pinsWrittenOver`), reported lost.
+        let overwritten = pinsWrittenOver(p).flatMap(zeroPages)
         recordPins(p, pinned: true)  // before the pin is published: a touch while it settles is filled
         // A record a peer wrote over is written again (its votes count
         // again); its pins counted all along (a purge asks the OFD byte).
         file.repairSlot(slot, published: slotState, kind: slotKind, pages: pages) { closedFlagIsSet }
-        return try file.unmark(p, party: marks, pin: true, firstPage: pages.lowerBound, range: offset..<(offset &+ length))
+        let range = offset..<(offset &+ length)
+        let result = try file.unmark(p, party: marks, pin: true, firstPage: pages.lowerBound, range: range)
+        if _fastPath(overwritten.isEmpty) { return result }
+        let lost = overwritten.map { geometry.bytes(($0.lowerBound - pages.lowerBound)..<($0.upperBound - pages.lowerBound)) }
+        return NonVolatileResult(range: range, purgedRanges: VolatileRegion.union(result.purgedRanges, lost))
+    }
+
+    /// The pages of file run `p` that this mapping pins by its private
+    /// record while its marks in the sidecar read neutral (00): a peer
+    /// wrote over them, and a purge may have taken such a page without
+    /// leaving a notice (neutral parties get none) and another party
+    /// repopulated it since. The marks cannot tell; the page can: the pin
+    /// reports those that read all zero lost (`zeroPages`: a purged page
+    /// reads zero until written again; DESIGN.md §9: a page this process
+    /// pins is never reported intact after it was purged, whatever a peer
+    /// wrote). A pin of another thread of this mapping between its private
+    /// record and its publication reads the same way (a zero page of it
+    /// is reported lost: true of its contents). One load of the record
+    /// and, where it has pins, one of the marks, per 32 pages.
+    private func pinsWrittenOver(_ p: Range<Int>) -> [Range<Int>] {
+        var found: [Range<Int>] = []
+        let record = UnsafeMutableRawPointer(handlerMetadata + 2).assumingMemoryBound(to: Atomic<UInt64>.self)
+        for w in VolatilityMap.wordsCovering(p) {
+            // alignedFirstPage is a multiple of 32: word w is half a record word.
+            let rel = w &* VolatilityMap.pagesPerWord &- alignedFirstPage
+            var bits = (record[rel &>> 6].load(ordering: .acquiring) &>> UInt64(rel & 32)) & 0xFFFF_FFFF
+            if _fastPath(bits == 0) { continue }
+            // One bit a page -> the low bit of each two-bit field.
+            bits = (bits | bits << 16) & 0x0000_FFFF_0000_FFFF
+            bits = (bits | bits << 8) & 0x00FF_00FF_00FF_00FF
+            bits = (bits | bits << 4) & 0x0F0F_0F0F_0F0F_0F0F
+            bits = (bits | bits << 2) & 0x3333_3333_3333_3333
+            bits = (bits | bits << 1) & 0x5555_5555_5555_5555
+            let word = marks.words[w].load(ordering: .acquiring)
+            let neutral = ~(word | word >> 1) & PartyMap.lowBits
+            let bad = bits & neutral & VolatilityMap.lowMask(word: w, pages: p)
+            if bad != 0 { VolatilityMap.forEachRun(in: bad, word: w) { found.append($0..<($0 + $1)) } }
+        }
+        return found
+    }
+
+    /// The runs of file run `run` whose pages read all zero here.
+    private func zeroPages(_ run: Range<Int>) -> [Range<Int>] {
+        var out: [Range<Int>] = []
+        let size = file.pageSize
+        for page in run {
+            let words = UnsafeRawPointer(mappedBase + (page - alignedFirstPage) * size).assumingMemoryBound(to: UInt64.self)
+            var zero = true
+            for k in 0..<(size / 8) where words[k] != 0 { zero = false; break }
+            if !zero { continue }
+            if let last = out.last, last.upperBound == page { out[out.count - 1] = last.lowerBound..<(page + 1) } else { out.append(page..<(page + 1)) }
+        }
+        return out
     }
 
     // MARK: - Status
