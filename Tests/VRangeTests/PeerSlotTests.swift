@@ -142,6 +142,27 @@ import Glibc
         return (finished, outcome.withLock { $0 }, purged, phases)
     }
 
+    /// A peer writes "free" over the state of a slot of this very process:
+    /// the OFD lock of a claim succeeds on a byte this open file description
+    /// already holds, so a map() took the slot of a live mapping of its own
+    /// (clearing that mapping's pins, and unlocking its byte at close).
+    @Test func mapWhileAnOwnSlotReadsFreeTakesAnotherSlot() throws {
+        let f = try VolatileFile(byteCount: 4 * page, options: .init(maxMappers: 3))
+        let m = try f.map()
+        fill(m, page: 0, tag: 3)
+        _ = try m.markNonVolatile(0..<page)
+        Self.scribbleFree(f, slot: m.slot)
+        let n = try f.map()
+        let slots = (m.slot, n.slot)
+        n.close()
+        try f.markVolatile(0..<page)
+        let purged = try f.purge(0..<page)
+        #expect(slots.0 != slots.1, "map() took slot \(slots.1) of a live mapping of its own process")
+        #expect(purged == 0, "the pinned page was purged: its mapping's slot was taken and released by another mapping")
+        #expect(look(m, page: 0, tag: 3) == "tag")
+        m.close(); f.close()
+    }
+
     @Test func mapAgainstLiveSlotsScribbledFreeTakesTheFreeOne() throws {
         let o = try Self.mapAgainstScribbledSlots(held: 6, maxMappers: 7)
         #expect(o.finished, "map() still running after peerPatience + 3 s against 6 live slots a peer scribbled free: \(o.outcome)")

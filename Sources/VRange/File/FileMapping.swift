@@ -342,7 +342,9 @@ public final class FileMapping: @unchecked Sendable {
     /// file and the other mappers say. Waits for a purge in flight.
     ///
     /// - Returns: the exact ranges this mapper lost: purged while it had
-    ///   them voted, or purged and not yet repopulated. They are zero now.
+    ///   them voted, or purged and not yet repopulated; and pages it pinned
+    ///   whose pin another process wrote over in the sidecar and that read
+    ///   zero (they may have been purged unseen). They are zero now.
     /// - Throws: a range error, `.closed`, `.inheritedAcrossFork`, or
     ///   `.unsupported` on a private mapping; nothing changes then.
     ///   `.hugePagesUnavailable` as `VolatileFile.markNonVolatile` says.
@@ -498,7 +500,9 @@ extension VolatileFile {
     /// Maps `range` of the file (default: all of it) into this process.
     ///
     /// - Throws: a range error, `.closed`, `.tooManyMappers` when every
-    ///   mapper slot is live, `.unsupported` when `options` asks for
+    ///   mapper slot is live (a slot that reads free but whose owner is
+    ///   alive is looked at again for at most `VolatileFile.peerPatience`,
+    ///   never taken), `.unsupported` when `options` asks for
     ///   userfaultfd and the kernel refuses it, `.system` when mmap fails.
     public func map(_ range: Range<Int>? = nil, options: FileMapping.Options = .init()) throws(VRangeError) -> FileMapping {
         try withUse(.fileMap) { () throws(VRangeError) -> FileMapping in

@@ -44,7 +44,11 @@ extension VolatileFile {
         while true {
             var busy = false
             let found = try slotMutex.withLock { _ throws(VRangeError) -> (index: Int, state: UInt64)? in
-                for i in 0..<layout.slotCount {
+                // A slot this process owns that reads free (a peer scribbled
+                // it) is skipped: its byte is held by this very open file
+                // description, so the lock below would succeed on it.
+                let owned = state.withLock { $0.owned }
+                for i in 0..<layout.slotCount where !owned.contains(i) {
                     guard let claimed = slots.tryClaim(i) else { continue }
                     // A previous owner frees the slot, then unlocks its byte:
                     // a few tries cover that moment. Never waits longer here,
