@@ -137,7 +137,7 @@ func run(_ words: [Substring]) throws -> String {
             case .purgeAfterPunch: hit = point == "punched"
             case .published, .publishedOneWord: hit = false
             case .accessLocked: hit = point == "accesslocked"
-            case .mappingsSnapshot, .inOperation, .fastMark: hit = false
+            case .mappingsSnapshot, .inOperation, .fastMark, .purgeLockWait: hit = false
             }
             if hit {
                 reply("held")

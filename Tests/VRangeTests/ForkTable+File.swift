@@ -52,7 +52,7 @@ import Glibc
     /// What the held thread runs to reach the row's point.
     static func reach(_ point: FileHookPoint, _ f: VolatileFile, _ m: FileMapping, socket: Int32) {
         switch point {
-        case .purgeLocked, .purgeBeforePunch, .purgeAfterPunch, .mappingsSnapshot: _ = try? f.purgeAll()
+        case .purgeLocked, .purgeBeforePunch, .purgeAfterPunch, .mappingsSnapshot, .purgeLockWait: _ = try? f.purgeAll()
         case .publishedOneWord: _ = try? m.markNonVolatile(0..<page)
         case .fastMark: try? m.markVolatile(0..<page)
         case .published: _ = try? m.markNonVolatile(0..<(64 * page))

@@ -52,6 +52,10 @@ public final class FileMapping: @unchecked Sendable {
     let pages: Range<Int>
     let geometry: PageGeometry
     let slot: Int
+    /// The state word this mapping published for its slot: its private
+    /// record, which no peer can write (see `VolatileFile.repairSlot`).
+    let slotState: UInt64
+    let slotKind: SlotKind
     let marks: PartyMap
     let mappedBase: UnsafeMutableRawPointer
     let mappedLength: Int
@@ -80,7 +84,7 @@ public final class FileMapping: @unchecked Sendable {
     init(file: VolatileFile, range: Range<Int>, options: Options) throws(VRangeError) {
         let pages = try file.geometry.pages(range)
         let kind: SlotKind = options.privateMapping ? .privateMapping : .shared
-        let slot = try file.claimSlot(kind: kind, pages: pages)
+        let (slot, slotState) = try file.claimSlot(kind: kind, pages: pages)
         var cleanup: [() -> Void] = [{ file.releaseSlot(slot) }]
         func fail(_ e: VRangeError) -> VRangeError {
             for undo in cleanup.reversed() { undo() }
@@ -138,6 +142,8 @@ public final class FileMapping: @unchecked Sendable {
         self.pages = pages
         self.geometry = PageGeometry(size: range.count, pageSize: file.pageSize)
         self.slot = slot
+        self.slotState = slotState
+        self.slotKind = kind
         self.marks = file.sidecar.marks(ofSlot: slot)
         self.mappedBase = mapped
         self.mappedLength = length
@@ -336,7 +342,9 @@ public final class FileMapping: @unchecked Sendable {
     /// file and the other mappers say. Waits for a purge in flight.
     ///
     /// - Returns: the exact ranges this mapper lost: purged while it had
-    ///   them voted, or purged and not yet repopulated. They are zero now.
+    ///   them voted, or purged and not yet repopulated; and pages it pinned
+    ///   whose pin another process wrote over in the sidecar and that read
+    ///   zero (they may have been purged unseen). They are zero now.
     /// - Throws: a range error, `.closed`, `.inheritedAcrossFork`, or
     ///   `.unsupported` on a private mapping; nothing changes then.
     ///   `.hugePagesUnavailable` as `VolatileFile.markNonVolatile` says.
@@ -361,8 +369,66 @@ public final class FileMapping: @unchecked Sendable {
             try checkUsable()
             p = try filePages(offset: offset, length: length)
         }
+        // Before this pin writes them: pins a peer wrote over (see
+        // `pinsWrittenOver`), reported lost.
+        let overwritten = pinsWrittenOver(p).flatMap(zeroPages)
         recordPins(p, pinned: true)  // before the pin is published: a touch while it settles is filled
-        return try file.unmark(p, party: marks, pin: true, firstPage: pages.lowerBound, range: offset..<(offset &+ length))
+        // A record a peer wrote over is written again (its votes count
+        // again); its pins counted all along (a purge asks the OFD byte).
+        file.repairSlot(slot, published: slotState, kind: slotKind, pages: pages) { closedFlagIsSet }
+        let range = offset..<(offset &+ length)
+        let result = try file.unmark(p, party: marks, pin: true, firstPage: pages.lowerBound, range: range)
+        if _fastPath(overwritten.isEmpty) { return result }
+        let lost = overwritten.map { geometry.bytes(($0.lowerBound - pages.lowerBound)..<($0.upperBound - pages.lowerBound)) }
+        return NonVolatileResult(range: range, purgedRanges: VolatileRegion.union(result.purgedRanges, lost))
+    }
+
+    /// The pages of file run `p` that this mapping pins by its private
+    /// record while its marks in the sidecar read neutral (00): a peer
+    /// wrote over them, and a purge may have taken such a page without
+    /// leaving a notice (neutral parties get none) and another party
+    /// repopulated it since. The marks cannot tell; the page can: the pin
+    /// reports those that read all zero lost (`zeroPages`: a purged page
+    /// reads zero until written again; DESIGN.md §9: a page this process
+    /// pins is never reported intact after it was purged, whatever a peer
+    /// wrote). A pin of another thread of this mapping between its private
+    /// record and its publication reads the same way (a zero page of it
+    /// is reported lost: true of its contents). One load of the record
+    /// and, where it has pins, one of the marks, per 32 pages.
+    private func pinsWrittenOver(_ p: Range<Int>) -> [Range<Int>] {
+        var found: [Range<Int>] = []
+        let record = UnsafeMutableRawPointer(handlerMetadata + 2).assumingMemoryBound(to: Atomic<UInt64>.self)
+        for w in VolatilityMap.wordsCovering(p) {
+            // alignedFirstPage is a multiple of 32: word w is half a record word.
+            let rel = w &* VolatilityMap.pagesPerWord &- alignedFirstPage
+            var bits = (record[rel &>> 6].load(ordering: .acquiring) &>> UInt64(rel & 32)) & 0xFFFF_FFFF
+            if _fastPath(bits == 0) { continue }
+            // One bit a page -> the low bit of each two-bit field.
+            bits = (bits | bits << 16) & 0x0000_FFFF_0000_FFFF
+            bits = (bits | bits << 8) & 0x00FF_00FF_00FF_00FF
+            bits = (bits | bits << 4) & 0x0F0F_0F0F_0F0F_0F0F
+            bits = (bits | bits << 2) & 0x3333_3333_3333_3333
+            bits = (bits | bits << 1) & 0x5555_5555_5555_5555
+            let word = marks.words[w].load(ordering: .acquiring)
+            let neutral = ~(word | word >> 1) & PartyMap.lowBits
+            let bad = bits & neutral & VolatilityMap.lowMask(word: w, pages: p)
+            if bad != 0 { VolatilityMap.forEachRun(in: bad, word: w) { found.append($0..<($0 + $1)) } }
+        }
+        return found
+    }
+
+    /// The runs of file run `run` whose pages read all zero here.
+    private func zeroPages(_ run: Range<Int>) -> [Range<Int>] {
+        var out: [Range<Int>] = []
+        let size = file.pageSize
+        for page in run {
+            let words = UnsafeRawPointer(mappedBase + (page - alignedFirstPage) * size).assumingMemoryBound(to: UInt64.self)
+            var zero = true
+            for k in 0..<(size / 8) where words[k] != 0 { zero = false; break }
+            if !zero { continue }
+            if let last = out.last, last.upperBound == page { out[out.count - 1] = last.lowerBound..<(page + 1) } else { out.append(page..<(page + 1)) }
+        }
+        return out
     }
 
     // MARK: - Status
@@ -434,7 +500,9 @@ extension VolatileFile {
     /// Maps `range` of the file (default: all of it) into this process.
     ///
     /// - Throws: a range error, `.closed`, `.tooManyMappers` when every
-    ///   mapper slot is live, `.unsupported` when `options` asks for
+    ///   mapper slot is live (a slot that reads free but whose owner is
+    ///   alive is looked at again for at most `VolatileFile.peerPatience`,
+    ///   never taken), `.unsupported` when `options` asks for
     ///   userfaultfd and the kernel refuses it, `.system` when mmap fails.
     public func map(_ range: Range<Int>? = nil, options: FileMapping.Options = .init()) throws(VRangeError) -> FileMapping {
         try withUse(.fileMap) { () throws(VRangeError) -> FileMapping in

@@ -37,6 +37,9 @@ enum FileHookPoint: Sendable, Equatable {
     /// A mapping's vote or pin passed its range check on the fast path (no
     /// use held) and is about to write its marks for these file pages.
     case fastMark(Range<Int>)
+    /// A purge (or a huge-page repopulation) found the purge lock held by
+    /// another process and is about to wait for it (once per look).
+    case purgeLockWait
 }
 
 /// The operations that hold a use of a file (`FileHookPoint.inOperation`).

@@ -72,6 +72,14 @@ struct MapperSlots: @unchecked Sendable {
             ? claiming : nil
     }
 
+    /// claiming -> free again (same generation), for a claimer that could
+    /// not take the slot's byte: its owner is alive. Nothing when the state
+    /// moved meanwhile (the owner wrote its record again).
+    func giveBack(_ i: Int, claimed: UInt64) {
+        let free = Self.state(.free, generation: claimed >> 8)
+        _ = stateWord(i).pointee.compareExchange(expected: claimed, desired: free, ordering: .sequentiallyConsistent)
+    }
+
     /// Writes the fields of a slot this process claimed, then publishes it live.
     func publish(_ i: Int, claimed: UInt64, kind: SlotKind, pages: Range<Int>, pid: Int32) -> Bool {
         field(i, 1).pointee.store(kind.rawValue, ordering: .relaxed)
@@ -87,6 +95,14 @@ struct MapperSlots: @unchecked Sendable {
         if observed & 0xff == SlotPhase.reclaiming.rawValue { return stateWord(i).pointee.load(ordering: .acquiring) == observed }
         let reclaiming = Self.state(.reclaiming, generation: observed >> 8)
         return stateWord(i).pointee.compareExchange(expected: observed, desired: reclaiming, ordering: .sequentiallyConsistent).exchanged
+    }
+
+    /// -> reclaiming, for the owner (who holds the slot's byte) whatever the
+    /// state reads: a peer may have scribbled it free, and the marks must
+    /// be withdrawn all the same.
+    func beginOwnReclaim(_ i: Int) {
+        let s = stateWord(i).pointee.load(ordering: .acquiring)
+        stateWord(i).pointee.store(Self.state(.reclaiming, generation: s >> 8), ordering: .sequentiallyConsistent)
     }
 
     /// Clears the fields and frees the slot (next generation).

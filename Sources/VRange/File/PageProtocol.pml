@@ -20,10 +20,23 @@
  *            (a party holding a notice keeps it).
  *   touch    fault_handler.c, handle_shared_page: the private pin record
  *            first; then the page state and the intent record, read as one
- *            (the handler's seqlock); never a wait.
+ *            (the handler's seqlock); never a wait. By default one atomic
+ *            look; with SPLIT_TOUCH the code's steps one by one: pin record,
+ *            state + intent (SIGBUS decision), fill_page, look again, and on
+ *            "purged or being punched" shared_discard (MADV_REMOVE of the
+ *            file's page, modelled as a punch: P1 checked) and look again.
  *   crash    any process dies at any step (`unless`): the kernel drops its
  *            OFD locks (purge lock; its slot's liveness byte); its slot
  *            stays until a survivor's purge reclaims it.
+ *   slots    (SLOT_SCRIBBLE) a peer writes "free" over a live mapper's slot
+ *            state (slotLive, the hint); the OFD byte (alive[q]: the kernel
+ *            holds it while the process lives) is the truth:
+ *            Sidecar.purgeable and notePurge count a slot that is not free
+ *            OR whose byte is held (AliveSlots, VolatileFile+Slots.swift);
+ *            the owner's pin writes its record again (repairSlot, called
+ *            from FileMapping.markNonVolatile); a Claimer (claimSlot) takes
+ *            a free slot (free -> claiming), tries its byte, and gives it
+ *            back when the owner is alive, else reclaims it (marks cleared).
  *   stop     any process stops for ever at any step, holding what it holds.
  *
  * The file marked every page volatile (fvrange), so a page is purgeable iff
@@ -42,7 +55,10 @@
  *       (its intent said "punching" over it), never on a page this process
  *       pins, whatever a peer scribbled (SCRIBBLE);
  *   P5  no deadlock: every wait on another process is bounded (invalid end
- *       states are errors; a stopped process ends in a valid end state).
+ *       states are errors; a stopped process ends in a valid end state);
+ *   P6  (SLOT_SCRIBBLE) a claimer never reclaims a slot whose owner is
+ *       alive; P1 and P2 hold with a slot written "free" (no escape: the
+ *       `scribbled` ghost is for page-state scribbles only).
  *
  * Mutations (each must make the check fail; .ci/model runs them):
  *   NO_RECHECK     the purge does not re-read the rule after locking (P1);
@@ -50,7 +66,22 @@
  *                  200 ms: issue 18, 3a) (P4);
  *   NO_PIN_RECORD  the handler decides from the sidecar alone (3c) (P4);
  *   UNBOUNDED      waits on the purge lock and on locked pages have no
- *                  bound (3b) (P5).
+ *                  bound (3b) (P5);
+ *   NO_SLOT_LIVENESS  purgeable/notePurge trust the state word alone (the
+ *                  second review's "pins stop counting") (P1);
+ *   OLD_CLAIM      a claimer that cannot take the byte reclaims the slot
+ *                  anyway (the old 1 s timeout, VolatileFile+Slots.swift
+ *                  before the fix) (P6, P1).
+ *
+ * OPEN DEFECT found by SPLIT_TOUCH (2 mappers; .ci/model expects it to fail
+ * until it is fixed): mapper A touches a present page and fills it; a purge
+ * punches it (11); A looks again, finds 11 and is about to MADV_REMOVE; mapper
+ * B pins the page (repopulates 11 -> 00, its pin returns, it writes); A's
+ * MADV_REMOVE (shared_discard, fault_handler.c) then punches B's pinned page
+ * without a notice: P1, and B's next pin reports it intact. The discard is
+ * not ordered against repopulation (markPresent moves 11 -> 00 without the
+ * purge lock); the probe pinnerNeverLosesDataToAConcurrentFaultsDiscard
+ * (branch probe/files-peers) hunts the same window on the real kernel.
  */
 
 #ifndef MAPPERS
@@ -84,10 +115,18 @@
 #define PUNCHING 2
 
 #define IX(p, g) ((p) * NPAGES + (g))
+/* Whether slot q's marks count for pins and notices: its state is not free,
+ * or (AliveSlots) its OFD byte is held, i.e. its owner is alive. */
+#ifdef NO_SLOT_LIVENESS
+#define COUNTS(q) (slotLive[q] || claiming[q])
+#else
+#define COUNTS(q) (slotLive[q] || claiming[q] || alive[q])
+#endif
 
 byte content[NPAGES];
 byte mark[NPROC * NPAGES];
-bit slotLive[NPROC];
+bit slotLive[NPROC];            /* the slot's state word: not free (a hint a peer may scribble) */
+bit claiming[NPROC];            /* a Claimer moved it free -> claiming */
 bit alive[NPROC];
 bit stopped[NPROC];
 byte purgeLock = FREE;          /* the OFD lock on byte slotCount: its holder */
@@ -121,7 +160,7 @@ inline completePage(g) {
        q = 0;
        do
        :: q < NPROC ->
-          if :: slotLive[q] && (mark[IX(q, g)] == VOTED || mark[IX(q, g)] == PINNED) -> mark[IX(q, g)] = NOTICE :: else fi;
+          if :: COUNTS(q) && (mark[IX(q, g)] == VOTED || mark[IX(q, g)] == PINNED) -> mark[IX(q, g)] = NOTICE :: else fi;
           q++
        :: else -> break
        od;
@@ -183,7 +222,7 @@ inline purgeable(g) {
   d_step {   /* the loads of the slots' words (each sequentially consistent) */
     pur = 1; q = 0;
     do
-    :: q < NPROC -> if :: slotLive[q] && mark[IX(q, g)] == PINNED -> pur = 0 :: else fi; q++
+    :: q < NPROC -> if :: COUNTS(q) && mark[IX(q, g)] == PINNED -> pur = 0 :: else fi; q++
     :: else -> break
     od;
     q = 0
@@ -237,8 +276,8 @@ inline repopulate(p, g) {
 
 /* A mapper: pins, votes and touches pages of its mapping. */
 proctype Mapper(byte p) {
-  byte g, q, i, k, ops;
-  bit looks, lost, purgedSeen, timedOut, busClear;
+  byte g, q, i, k, ops, st, rounds;
+  bit looks, lost, purgedSeen, timedOut, busClear, inPunch;
   {
     do
     :: ops < OPS ->
@@ -252,6 +291,7 @@ proctype Mapper(byte p) {
        :: /* pin */
           lost = 0; purgedSeen = 0; timedOut = 0; looks = 0;
           pinRecord[IX(p, g)] = 1;
+          slotLive[p] = 1;   /* repairSlot: the owner writes its record again */
           atomic { lost = (mark[IX(p, g)] == NOTICE); mark[IX(p, g)] = PINNED };
           if
           :: content[g] == PRESENT ->   /* the fast path's one load */
@@ -284,6 +324,69 @@ pinFailed:   /* .peerNotResponding: the pin stays published, nothing learnt */
           skip;
 pinEnd:
           lost = 0; purgedSeen = 0; timedOut = 0; looks = 0
+#ifdef SPLIT_TOUCH
+       :: /* touch: fault_handler.c, handle_shared_page, its steps one by one
+           * (outside an optimistic access: a purged page raises SIGBUS) */
+#ifdef NO_PIN_RECORD
+          busClear = 0;
+#else
+          busClear = pinRecord[IX(p, g)];            /* pinned_here: fill, resume */
+#endif
+          if
+          :: !busClear ->
+             do
+             :: atomic {                              /* vr_page_state, being_punched (a seqlock) */
+                  st = content[g];
+                  inPunch = (phase == PUNCHING && punchLo <= g && g < punchHi);
+                  /* The SIGBUS decision, checked against what was true when it was read */
+                  if
+                  :: st == PURGED || (st == LOCKED && inPunch) ->
+                     assert(!pinDone[IX(p, g)]);            /* P4: never on a page it pins */
+                     assert(scribbled || doomed[g]);        /* P4: only on a page a purge decided to punch */
+                     st = FREE                              /* SIGBUS */
+#ifdef OLD_HANDLER
+                  :: st == LOCKED ->                        /* "locked for 200 ms: purged" */
+                     assert(!pinDone[IX(p, g)]);
+                     assert(scribbled || doomed[g]);
+                     st = FREE
+#endif
+                  :: else
+                  fi
+                };
+                if
+                :: st == FREE -> break                      /* SIGBUS */
+                :: else ->
+                   skip;                                    /* fill_page */
+                   atomic {                                 /* look again */
+                     st = content[g];
+                     inPunch = (phase == PUNCHING && punchLo <= g && g < punchHi)
+                   };
+                   if
+                   :: st == PRESENT || (st == LOCKED && !inPunch) -> break
+                   :: else ->
+                      if
+                      :: rounds >= 1 -> break               /* (the code: 1000 rounds, then SIGBUS) */
+                      :: else
+                      fi;
+                      rounds++;
+                      /* shared_discard: MADV_REMOVE punches the file's page */
+                      d_step {
+                        q = 0;
+                        do
+                        :: q < NPROC -> assert(scribbled || !(alive[q] && pinDone[IX(q, g)])); q++   /* P1 */
+                        :: else -> break
+                        od;
+                        q = 0;
+                        do :: q < NPROC -> stale[IX(q, g)] = 1; q++ :: else -> break od;
+                        q = 0
+                      }
+                   fi
+                fi
+             od;
+             st = 0; inPunch = 0; rounds = 0
+          :: else   /* pinned here: filled */
+          fi
+#else
        :: /* touch: the fault handler's decision, one atomic look */
           atomic {
 #ifdef NO_PIN_RECORD
@@ -307,6 +410,7 @@ pinEnd:
              :: else   /* pinned here: filled */
              fi
           }
+#endif
        fi
     :: else -> break
     od
@@ -396,6 +500,33 @@ end_halted:
 }
 
 
+#ifdef SLOT_SCRIBBLE
+/* claimSlot (VolatileFile+Slots.swift) of a process that maps the file, on
+ * mapper q's slot: tryClaim (free -> claiming), then its OFD byte: held (the
+ * owner is alive) -> giveBack (claiming -> free), never reclaimed; free ->
+ * the slot is its own: marks cleared (clearMarks), published, and (not
+ * modelled further) closed again: free. */
+proctype Claimer(byte q) {
+  byte i;
+  if
+  :: atomic { !slotLive[q] && !claiming[q] -> claiming[q] = 1 };
+     if
+     :: alive[q] -> claiming[q] = 0   /* giveBack */
+#ifdef OLD_CLAIM
+     :: alive[q] ->                    /* the old timeout: finishReclaim */
+        d_step { i = 0; do :: i < NPAGES -> mark[IX(q, i)] = NEUTRAL; i++ :: else -> break od; i = 0 };
+        assert(!alive[q]);             /* P6 */
+        claiming[q] = 0
+#endif
+     :: !alive[q] ->
+        d_step { i = 0; do :: i < NPAGES -> mark[IX(q, i)] = NEUTRAL; i++ :: else -> break od; i = 0 };
+        claiming[q] = 0
+     fi
+  :: skip
+  fi
+}
+#endif
+
 /* One event at most: a process dies, or stops (and may die later: a
  * stopped process can still be killed), or (SCRIBBLE) a peer writes a
  * state over a page. */
@@ -406,6 +537,9 @@ active proctype Chaos() {
   :: select(v : 0 .. NPROC - 1); alive[v] = 0
   :: select(v : 0 .. NPROC - 1); stopped[v] = 1;
      if :: alive[v] = 0 :: skip fi
+#ifdef SLOT_SCRIBBLE
+  :: select(v : 0 .. MAPPERS - 1); slotLive[v] = 0   /* a peer writes "free" over a live slot's state */
+#endif
 #else
   :: atomic {
        scribbled = 1;
@@ -433,6 +567,9 @@ init {
     :: p < MAPPERS -> run Mapper(p); p++
     :: p >= MAPPERS && p < NPROC -> run Purger(p); p++
     :: else -> break
-    od
+    od;
+#ifdef SLOT_SCRIBBLE
+    run Claimer(0)
+#endif
   }
 }

@@ -49,13 +49,22 @@ final class Sidecar: @unchecked Sendable {
     /// file marked it volatile or every live shared mapper of it voted.
     /// Every load is sequentially consistent: after locking a page, this is
     /// the purger's half of the pin/purge handshake.
-    func purgeable(word w: Int) -> UInt64 {
+    ///
+    /// `alive(i)` is asked about a slot that reads free: true when its owner
+    /// is alive all the same (its OFD byte is held: a peer scribbled the
+    /// state, or the owner is freeing it and its marks are zero). Such a
+    /// slot's pins count: what a peer writes into a state word must never
+    /// make a live mapper's pins stop counting.
+    func purgeable(word w: Int, alive: (Int) -> Bool = { _ in false }) -> UInt64 {
         let fileVolatile = PartyMap.voted(fileMarks.words[w].load(ordering: .sequentiallyConsistent))
         var voted = ~UInt64(0), covered: UInt64 = 0, pinned: UInt64 = 0, privately: UInt64 = 0
         let first = w * VolatilityMap.pagesPerWord
         let wordPages = first..<min(first + VolatilityMap.pagesPerWord, layout.pageCount)
         for i in 0..<slotBound {
-            guard let v = slots.view(i) else { continue }
+            guard let v = slots.view(i) else {
+                if alive(i) { pinned |= PartyMap.pinned(marks(ofSlot: i).words[w].load(ordering: .sequentiallyConsistent)) }
+                continue
+            }
             let word = marks(ofSlot: i).words[w].load(ordering: .sequentiallyConsistent)
             // A pin counts as long as its slot is not free (claiming, live,
             // or being reclaimed): withdrawing it is the reclaimer's job.
@@ -76,12 +85,12 @@ final class Sidecar: @unchecked Sendable {
     }
 
     /// Pages of `pages` purgeable and still present (a snapshot).
-    func purgeableCount(_ pages: Range<Int>) -> Int {
+    func purgeableCount(_ pages: Range<Int>, alive: (Int) -> Bool = { _ in false }) -> Int {
         if pages.isEmpty { return 0 }
         var n = 0
         for w in VolatilityMap.wordsCovering(pages) {
             let present = VolatilityMap.pages(in: content.words[w].load(ordering: .acquiring), .nonVolatile)
-            n += (purgeable(word: w) & present & VolatilityMap.lowMask(word: w, pages: pages)).nonzeroBitCount
+            n += (purgeable(word: w, alive: alive) & present & VolatilityMap.lowMask(word: w, pages: pages)).nonzeroBitCount
         }
         return n
     }

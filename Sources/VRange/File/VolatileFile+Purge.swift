@@ -70,20 +70,29 @@ extension VolatileFile {
     /// the kernel: a holder that dies releases it (the next try takes it
     /// and recovers), a live one that makes no progress for `peerPatience`
     /// ends the wait with `.peerNotResponding` (DESIGN.md §9, peers).
+    ///
+    /// purgeMutex (which serializes this process's holders: they share one
+    /// open file description, so the OFD lock does not) is held only while
+    /// the OFD lock is tried or held, never across a wait for another
+    /// process: the files layer's at-fork prepare takes it, and fork() must
+    /// not wait for a peer. A fork child never inherits the OFD lock held:
+    /// the prepare handler holds purgeMutex, so no thread holds it then.
     func withPurgeLock<R>(_ body: () -> R) throws(VRangeError) -> R {
         let ps = try processState()
         let byte = layout.purgeLockByte
-        return try purgeMutex.withLock { _ throws(VRangeError) -> R in
-            var wait = PeerWait()
-            while true {
+        var wait = PeerWait()
+        while true {
+            let result = try purgeMutex.withLock { _ throws(VRangeError) -> R? in
                 let taken: Bool
                 do throws(SystemError) { taken = try ps.liveness.lock(byte) } catch { throw .system(error) }
-                if taken { break }
-                try wait.pause(sidecar.control)
+                guard taken else { return nil }
+                defer { ps.liveness.unlock(byte) }
+                recoverIfNeeded()
+                return body()
             }
-            defer { ps.liveness.unlock(byte) }
-            recoverIfNeeded()
-            return body()
+            if let result { return result }
+            hook(.purgeLockWait)
+            try wait.pause(sidecar.control)
         }
     }
 
@@ -94,15 +103,16 @@ extension VolatileFile {
         control.beginLocking(pages, pid: Kernel.processID)
         var total = 0
         var runs = RunCoalescer(maxRun: VolatilityMap.maxRun)
+        let alive = AliveSlots(self)
         for w in VolatilityMap.wordsCovering(pages) {
             if w & 255 == 0 { control.beat() }
             let m = VolatilityMap.lowMask(word: w, pages: pages)
-            let candidates = sidecar.purgeable(word: w) & m
+            let candidates = sidecar.purgeable(word: w, alive: alive.callAsFunction) & m
             if candidates == 0 { continue }
             let locked = lock(word: w, present: candidates)
             if locked == 0 { continue }
             hook(.purgeLocked(word: w))
-            let keep = locked & sidecar.purgeable(word: w)
+            let keep = locked & sidecar.purgeable(word: w, alive: alive.callAsFunction)
             if keep != locked { unlock(word: w, locked & ~keep) }
             VolatilityMap.forEachRun(in: keep, word: w) { first, count in
                 runs.add(first, count) { total += punch($0) }
@@ -150,14 +160,15 @@ extension VolatileFile {
         return done
     }
 
-    /// Every party (the file, each non-free slot) that has a page of `run`
-    /// voted gets a purge notice for it.
+    /// Every party (the file, each slot not free or with a live owner: see
+    /// `AliveSlots`) that has a page of `run` voted gets a purge notice for it.
     private func notePurge(_ run: Range<Int>) {
         let bound = sidecar.slotBound
+        let alive = AliveSlots(self)
         for w in VolatilityMap.wordsCovering(run) {
             let m = VolatilityMap.lowMask(word: w, pages: run)
             sidecar.fileMarks.notePurge(word: w, mask: m)
-            for i in 0..<bound where sidecar.slots.view(i) != nil {
+            for i in 0..<bound where sidecar.slots.view(i) != nil || alive(i) {
                 sidecar.marks(ofSlot: i).notePurge(word: w, mask: m)
             }
         }

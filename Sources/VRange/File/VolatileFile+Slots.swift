@@ -13,30 +13,59 @@
 //     -> reclaiming, marks punched out (votes, pins, notices gone), -> free;
 //   - a reclaimer dying half way leaves `reclaiming` and an unlocked byte:
 //     the next one redoes it (it is idempotent).
+// The state word is a hint a peer may scribble; the OFD byte is the truth:
+//   - a slot that reads free while its byte is held is alive: a claimer
+//     gives it back (claiming -> free) and looks elsewhere, never waiting
+//     on it with slotMutex held, never freeing it; a purge counts its pins
+//     and gives it notices all the same (AliveSlots);
+//   - the owner keeps a private copy of what it published (FileMapping's
+//     slotState) and writes the record again when a pin finds it changed
+//     (repairSlot), so its votes count again.
 import Synchronization
 
 extension VolatileFile {
     /// Claims a slot of `kind` over file pages `pages` and publishes it live.
+    /// Returns its index and the state word published (the owner's private
+    /// record of it: see `repairSlot`).
     ///
-    /// - Throws: `.tooManyMappers` when every slot belongs to a live mapping;
+    /// A slot that reads free but whose OFD byte another process holds is
+    /// alive (a peer scribbled its state, or its owner is finishing a
+    /// release): it is given back as it was found, never reclaimed. Such
+    /// slots are looked at again, slotMutex released between the looks,
+    /// for at most `peerPatience` in all.
+    ///
+    /// - Throws: `.tooManyMappers` when no slot could be had: every slot
+    ///   belongs to a live mapping (or still did after `peerPatience`);
     ///   `.system` when the OFD lock cannot be taken.
-    func claimSlot(kind: SlotKind, pages: Range<Int>) throws(VRangeError) -> Int {
+    func claimSlot(kind: SlotKind, pages: Range<Int>) throws(VRangeError) -> (index: Int, state: UInt64) {
         let ps = try processState()
         let slots = sidecar.slots
-        for attempt in 0..<2 {
-            let found = try slotMutex.withLock { _ throws(VRangeError) -> Int? in
-                for i in 0..<layout.slotCount {
+        let deadline = Kernel.monotonicNanoseconds() &+ PeerWait.patience
+        while true {
+            var busy = false
+            let found = try slotMutex.withLock { _ throws(VRangeError) -> (index: Int, state: UInt64)? in
+                // A slot this process owns that reads free (a peer scribbled
+                // it) is skipped: its byte is held by this very open file
+                // description, so the lock below would succeed on it.
+                let owned = state.withLock { $0.owned }
+                for i in 0..<layout.slotCount where !owned.contains(i) {
                     guard let claimed = slots.tryClaim(i) else { continue }
-                    // The previous owner may hold the byte for a moment while it
-                    // finishes freeing the slot: wait for it, boundedly.
-                    let deadline = Kernel.monotonicNanoseconds() + 1_000_000_000
+                    // A previous owner frees the slot, then unlocks its byte:
+                    // a few tries cover that moment. Never waits longer here,
+                    // with slotMutex held (fork() and this file's other maps
+                    // and closes would wait too).
                     var locked = false
-                    repeat {
-                        do throws(SystemError) { locked = try ps.liveness.lock(i) } catch { throw .system(error) }
-                        if !locked { Kernel.yield() }
-                    } while !locked && Kernel.monotonicNanoseconds() < deadline
+                    for _ in 0..<16 {
+                        do throws(SystemError) { locked = try ps.liveness.lock(i) } catch {
+                            slots.giveBack(i, claimed: claimed)
+                            throw .system(error)
+                        }
+                        if locked { break }
+                        Kernel.yield()
+                    }
                     if !locked {
-                        if slots.beginReclaim(i, observed: claimed) { slots.finishReclaim(i) }
+                        slots.giveBack(i, claimed: claimed)
+                        busy = true
                         continue
                     }
                     sidecar.control.raiseHighWater(to: i + 1)
@@ -49,16 +78,48 @@ extension VolatileFile {
                         continue
                     }
                     state.withLock { _ = $0.owned.insert(i) }
-                    return i
+                    return (i, MapperSlots.state(.live, generation: claimed >> 8))
                 }
                 return nil
             }
-            if let i = found { return i }
+            if let found { return found }
             // Every slot taken: reclaim the dead ones, all of them (the
             // high-water hint may have been scribbled below a dead slot).
-            if attempt == 0 && reclaimDeadSlots(all: true) == 0 { break }
+            if reclaimDeadSlots(all: true) > 0 { continue }
+            if !busy || Kernel.monotonicNanoseconds() >= deadline { break }
+            Kernel.sleep(nanoseconds: 10_000_000)
         }
         throw .tooManyMappers(limit: layout.slotCount)
+    }
+
+    /// Whether slot `i`'s record still says what its owner, this process,
+    /// published (`published`, `kind`, `pages`); when a peer wrote over it,
+    /// writes it again (under slotMutex, unless `isWithdrawn()`: a closing
+    /// mapping's slot is being withdrawn). Only the owner, which holds the
+    /// slot's OFD byte, may: a claimer that finds the byte held gives the
+    /// slot back. Four loads when nothing changed. Returns whether it
+    /// repaired.
+    @discardableResult
+    func repairSlot(_ i: Int, published: UInt64, kind: SlotKind, pages: Range<Int>, isWithdrawn: () -> Bool) -> Bool {
+        let slots = sidecar.slots
+        func intact() -> Bool {
+            slots.stateWord(i).pointee.load(ordering: .acquiring) == published
+                && slots.field(i, 1).pointee.load(ordering: .relaxed) == kind.rawValue
+                && slots.field(i, 2).pointee.load(ordering: .relaxed) == UInt64(pages.lowerBound)
+                && slots.field(i, 3).pointee.load(ordering: .relaxed) == UInt64(pages.count)
+        }
+        if _fastPath(intact()) { return false }
+        return slotMutex.withLock { _ -> Bool in
+            guard !isWithdrawn(), !intact() else { return false }
+            guard let ps = try? processState(), ps.owned.contains(i) else { return false }
+            sidecar.control.raiseHighWater(to: i + 1)
+            slots.field(i, 1).pointee.store(kind.rawValue, ordering: .relaxed)
+            slots.field(i, 2).pointee.store(UInt64(pages.lowerBound), ordering: .relaxed)
+            slots.field(i, 3).pointee.store(UInt64(pages.count), ordering: .relaxed)
+            slots.field(i, 4).pointee.store(UInt64(UInt32(bitPattern: Kernel.processID)), ordering: .relaxed)
+            slots.stateWord(i).pointee.store(published, ordering: .sequentiallyConsistent)
+            return true
+        }
     }
 
     /// Withdraws a slot this process owns and keeps it: reclaiming (its
@@ -69,9 +130,8 @@ extension VolatileFile {
     func withdrawSlot(_ i: Int) {
         guard let ps = try? processState(), ps.owned.contains(i) else { return }
         slotMutex.withLock { _ in
-            if let v = sidecar.slots.view(i), sidecar.slots.beginReclaim(i, observed: v.state) {
-                clearMarks(ofSlot: i)
-            }
+            sidecar.slots.beginOwnReclaim(i)
+            clearMarks(ofSlot: i)
         }
     }
 
@@ -79,10 +139,9 @@ extension VolatileFile {
     func releaseSlot(_ i: Int) {
         guard let ps = try? processState(), ps.owned.contains(i) else { return }
         slotMutex.withLock { _ in
-            if let v = sidecar.slots.view(i), sidecar.slots.beginReclaim(i, observed: v.state) {
-                clearMarks(ofSlot: i)
-                sidecar.slots.finishReclaim(i)
-            }
+            sidecar.slots.beginOwnReclaim(i)
+            clearMarks(ofSlot: i)
+            sidecar.slots.finishReclaim(i)
             ps.liveness.unlock(i)
             state.withLock { _ = $0.owned.remove(i) }
         }
@@ -126,5 +185,31 @@ extension VolatileFile {
             for k in 0..<(r.count / 8) { words[k].store(0, ordering: .relaxed) }
         }
         atomicMemoryFence(ordering: .sequentiallyConsistent)
+    }
+}
+
+/// Which slots that read free still have a live owner (their OFD byte is
+/// held), asked once per slot per purge (memoized: one F_OFD_GETLK each).
+/// A free state word is only a hint: a peer may have scribbled it over a
+/// live mapper's slot, and that mapper's pins must count all the same
+/// (DESIGN.md §9, peers). Slots this process owns are alive.
+final class AliveSlots {
+    private let liveness: Liveness?
+    private let owned: Set<Int>
+    /// 0 not asked yet, 1 alive, 2 not.
+    private var known: [UInt8] = []
+
+    init(_ file: VolatileFile) {
+        let ps = try? file.processState()
+        liveness = ps?.liveness
+        owned = ps?.owned ?? []
+    }
+
+    func callAsFunction(_ i: Int) -> Bool {
+        if owned.contains(i) { return true }
+        guard let liveness else { return true }  // never drop a pin on doubt
+        if i >= known.count { known += [UInt8](repeating: 0, count: i + 1 - known.count) }
+        if known[i] == 0 { known[i] = liveness.heldElsewhere(i) ? 1 : 2 }
+        return known[i] == 1
     }
 }

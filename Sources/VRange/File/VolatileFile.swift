@@ -488,7 +488,7 @@ public final class VolatileFile: @unchecked Sendable {
         return FileStatus(
             bytes: range.count, fileVolatileBytes: fileVolatilePresent << geometry.pageShift,
             purgedBytes: (c.purged + c.locked) << geometry.pageShift,
-            purgeableBytes: sidecar.purgeableCount(pages) << geometry.pageShift,
+            purgeableBytes: sidecar.purgeableCount(pages, alive: AliveSlots(self).callAsFunction) << geometry.pageShift,
             presentBytes: present << geometry.pageShift,
             sharedMappers: slots.shared, privateMappers: slots.privateMappings)
     }
