@@ -5,9 +5,10 @@
 // a child forked while another thread held one hangs at its own next first
 // use of a type of that cache (seen: Array's Sequence conformance). So no
 // thread may run Swift code that it has not run before while another forks.
-// The library can promise that for its own thread, the purger's: it holds
-// the pass lock, which fork()'s prepare handler takes, whenever it runs, and
-// releases it only in poll. (Threads of the program
+// The library can promise that for its own threads: the purger's holds its
+// pass lock, which fork()'s prepare handler takes, whenever it runs, and
+// releases it only in poll; the release clock's holds its gate (tcache.c),
+// released only while it waits for its next round. (Threads of the program
 // are the program's: the fork tests warm up what their threads run while a
 // child is forked.)
 import CVRange
@@ -55,6 +56,39 @@ import Glibc
                 vr_test_hook_set_flags(Flag.b)
                 finish(exitCode(status) == 0,
                        "the child: \(describeStatus(status)) (exit 3: fork() copied the purger's thread while it ran, back from poll; 4: purgeAll)")
+            }
+        }
+    }
+
+    /// Was a defect (the same class, found by looking for the library's
+    /// other thread): the release clock's thread ran its rounds without any
+    /// lock that fork() waits for. Held at the start of a round until the
+    /// child is forked (at most 3 s), it must not be copied while it runs.
+    @Test func forkWaitsUntilTheReleaseClocksThreadWaits() async {
+        guard forkTestsRun("forkWaitsUntilTheReleaseClocksThreadWaits"),
+              hooksAvailable("forkWaitsUntilTheReleaseClocksThreadWaits") else { return }
+        _ = await ChildLog.capture("releaseThreadFork", prefix: "child") {
+            await #expect(processExitsWith: .success) {
+                ChildLog.redirect("releaseThreadFork")
+                let allocator = try! VolatileAllocator(options: .init(releaseDelay: .zero, arenaCount: 1))
+                let round = UInt(AllocHookOp.releaseClock.rawValue)
+                arm(0, Int32(VR_HOOK_ALLOC_ENTERED), arg: round, set: Flag.a, waitAny: Flag.b, deadlineMs: 3_000, times: 1)
+                arm(1, Int32(VR_HOOK_ALLOC_ENTERED), arg: round, set: Flag.c, times: 1)
+                var b = try! allocator.allocate(byteCount: 7 * page)
+                b.unlock()
+                b.free()  // schedules a round at once (delay 0)
+                guard waitForFlags(Flag.a) else { finish(false, "the release clock never began a round") }
+                let status = forkedWithAlarm(seconds: 10) {
+                    guard vr_test_hook_flags() & Flag.c != 0 else { return 3 }
+                    vr_test_hook_reset()
+                    guard var c = try? allocator.allocate(byteCount: 3 * page) else { return 4 }
+                    c.unlock()
+                    c.free()
+                    return 0
+                }
+                vr_test_hook_set_flags(Flag.b)
+                finish(exitCode(status) == 0,
+                       "the child: \(describeStatus(status)) (exit 3: fork() copied the release clock's thread in a round; 4: allocate)")
             }
         }
     }
