@@ -224,6 +224,13 @@ uint64_t vr_tcache_barriers(void) { return atomic_load(&barriers); }
 // generation (a fork child's) finishes the transition its dead owner began
 // (Segment.recoverStaleBusy).
 
+// The release clock's thread holds `releaser_gate` whenever it runs, and
+// releases it only while it waits for its next round (vr_alloc_wait). The
+// prepare handler takes it first: fork() never copies that thread while it
+// runs Swift code (the Swift runtime's locks, taken when a type is first
+// used, have no at-fork handler: a child forked while it held one would
+// hang at its own next first use of such a type).
+static pthread_mutex_t releaser_gate = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t alloc_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t alloc_cond;
 static pthread_once_t alloc_once = PTHREAD_ONCE_INIT;
@@ -241,6 +248,7 @@ static void init_cond(void) {
 
 static void alloc_prepare(void) {
   VR_HOOK(VR_HOOK_ALLOC_FORK_PREPARE, 0);
+  pthread_mutex_lock(&releaser_gate);
   pthread_mutex_lock(&alloc_lock);
   for (vr_alloc_link *l = alloc_arenas; l; l = l->next) pthread_mutex_lock(l->mutex);
 }
@@ -248,6 +256,7 @@ static void alloc_prepare(void) {
 static void alloc_parent(void) {
   for (vr_alloc_link *l = alloc_arenas; l; l = l->next) pthread_mutex_unlock(l->mutex);
   pthread_mutex_unlock(&alloc_lock);
+  pthread_mutex_unlock(&releaser_gate);
 }
 
 // One thread: the forking one, which holds every lock. Busy bits set before
@@ -262,6 +271,7 @@ static void alloc_child(void) {
   releaser_started = 0;
   init_cond();  // a waiter of the parent's may be recorded in it
   pthread_mutex_unlock(&alloc_lock);
+  pthread_mutex_unlock(&releaser_gate);
 }
 
 static void alloc_init(void) {
@@ -298,13 +308,25 @@ void vr_alloc_lock(void) {
 
 void vr_alloc_unlock(void) { pthread_mutex_unlock(&alloc_lock); }
 
+void vr_alloc_releaser_enter(void) {
+  pthread_once(&alloc_once, alloc_init);
+  pthread_mutex_lock(&releaser_gate);
+  pthread_mutex_lock(&alloc_lock);
+}
+
+// The gate is free for the wait only; taken again before the lock (the
+// prepare handler's order), so the lock is dropped and retaken after it.
 void vr_alloc_wait(uint64_t deadline_ns) {
+  pthread_mutex_unlock(&releaser_gate);
   if (deadline_ns == 0) {
     pthread_cond_wait(&alloc_cond, &alloc_lock);
-    return;
+  } else {
+    struct timespec ts = {.tv_sec = (time_t)(deadline_ns / 1000000000u), .tv_nsec = (long)(deadline_ns % 1000000000u)};
+    pthread_cond_timedwait(&alloc_cond, &alloc_lock, &ts);
   }
-  struct timespec ts = {.tv_sec = (time_t)(deadline_ns / 1000000000u), .tv_nsec = (long)(deadline_ns % 1000000000u)};
-  pthread_cond_timedwait(&alloc_cond, &alloc_lock, &ts);
+  pthread_mutex_unlock(&alloc_lock);
+  pthread_mutex_lock(&releaser_gate);
+  pthread_mutex_lock(&alloc_lock);
 }
 
 void vr_alloc_wake(void) { pthread_cond_signal(&alloc_cond); }

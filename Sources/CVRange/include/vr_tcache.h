@@ -168,6 +168,10 @@ static inline uint32_t vr_alloc_generation(void) {
 /// woken) for the release clock's thread.
 void vr_alloc_lock(void);
 void vr_alloc_unlock(void);
+/// The release clock's thread: takes its fork gate, then the lock; it holds
+/// the gate whenever it runs (fork() waits for it) and `wait` (with the
+/// lock held) frees both while it waits.
+void vr_alloc_releaser_enter(void);
 void vr_alloc_wait(uint64_t deadline_ns);
 void vr_alloc_wake(void);
 /// Under the lock: 1 when the caller must start the release clock's thread

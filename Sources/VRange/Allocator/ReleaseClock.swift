@@ -54,8 +54,10 @@ enum ReleaseClock {
         }
     }
 
+    /// Holds the release gate whenever it runs, its rounds included, but in
+    /// vr_alloc_wait: fork() waits until it is there (tcache.c).
     private static func run() {
-        vr_alloc_lock()
+        vr_alloc_releaser_enter()
         while true {
             let now = Kernel.nanoseconds()
             var due: [Arena] = []

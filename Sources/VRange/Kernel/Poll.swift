@@ -42,4 +42,26 @@ extension Kernel {
         for i in requests.indices { requests[i].returned = PollEvents(rawValue: fds[i].revents) }
         return Int(n)
     }
+
+    /// `poll` with `mutex` released for the wait only, by the caller's
+    /// thread, which holds it on entry and holds it again on return: no
+    /// Swift code runs between the release, the wait and the retake (the
+    /// purger's thread holds its pass lock whenever it runs: PurgerLoop).
+    static func poll(
+        _ requests: inout [PollRequest], timeoutMilliseconds: Int32,
+        unlocking mutex: UnsafeMutablePointer<pthread_mutex_t>
+    ) throws(SystemError) -> Int {
+        var fds = requests.map { pollfd(fd: $0.fd, events: $0.events.rawValue, revents: 0) }
+        let (n, code) = fds.withUnsafeMutableBufferPointer { b -> (Int32, Int32) in
+            pthread_mutex_unlock(mutex)
+            var n: Int32
+            repeat { n = Glibc.poll(b.baseAddress, nfds_t(b.count), timeoutMilliseconds) } while n < 0 && Glibc.errno == EINTR
+            let code = n < 0 ? Glibc.errno : 0
+            pthread_mutex_lock(mutex)
+            return (n, code)
+        }
+        if n < 0 { throw SystemError(call: "poll", errno: code) }
+        for i in requests.indices { requests[i].returned = PollEvents(rawValue: fds[i].revents) }
+        return Int(n)
+    }
 }

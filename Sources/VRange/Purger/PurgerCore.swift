@@ -43,7 +43,14 @@ final class PurgerCore: @unchecked Sendable {
     let registry = PurgeRegistry()
     let state = Locked(PurgerState())
     /// Serialises purge passes: two passes at once would both purge for the
-    /// same shortfall.
+    /// same shortfall. The purger's own thread holds it whenever it runs,
+    /// not only in its passes: it releases it only while it waits in poll
+    /// (PurgerLoop). So fork(), whose prepare handler takes it (ForkRegistry),
+    /// never copies that thread while it runs Swift code: the Swift
+    /// runtime's locks (its metadata and witness-table caches, taken when a
+    /// type is first used) have no at-fork handler, and a copy of one held
+    /// by that thread would hang the child at its next first use of a type
+    /// (issue 18: the free-running purger's fork children).
     private let passLock = Locked<Void>(())
     let stopping = Atomic<Bool>(false)
     /// Set when stop() ran on the purger's own thread: the loop then closes
@@ -112,39 +119,51 @@ final class PurgerCore: @unchecked Sendable {
     /// - Returns: the bytes released.
     @discardableResult
     func purgePass(cause: PurgeCause, target: (Int) -> Int) -> Int {
-        passLock.withLock { _ -> Int in
-            passOwner.store(UInt(pthread_self()), ordering: .relaxed)
-            defer { passOwner.store(0, ordering: .relaxed) }
-            // Everything stamped from now on is newer than what this pass sees.
-            RecencyClock.advance()
-            // Every call into an object holds a use of it (PurgeRegistry):
-            // one unregistered meanwhile is skipped, and its unregister
-            // waits for the call in flight.
-            let objects = registry.snapshot()
-            var candidates: [(object: Int, unit: PurgeUnit)] = []
-            for (i, r) in objects.enumerated() {
-                registry.withUse(r) { $0.forEachPurgeUnit { candidates.append((i, $0)) } }
-            }
-            let total = candidates.reduce(0) { saturatingSum($0, max(0, $1.unit.volatileBytes)) }
-            let want = target(total)
-            guard want > 0 else { return 0 }
-            var released = 0, units = 0
-            for c in VictimOrder.sorted(candidates, unit: \.unit) {
-                if released >= want { break }
-                guard let bytes = registry.withUse(objects[c.object], { $0.purge(unit: c.unit.id) }) else { continue }
-                released = saturatingSum(released, max(0, bytes))
-                units += 1
-            }
-            state.withLock { s in
-                var tally = s.tallies[cause, default: PurgeTally()]
-                tally.purges = saturatingSum(tally.purges, 1)
-                tally.bytes = saturatingSum(tally.bytes, released)
-                tally.units = saturatingSum(tally.units, units)
-                s.tallies[cause] = tally
-                s.purgedBytes = saturatingSum(s.purgedBytes, released)
-            }
-            return released
+        passLock.withLock { _ in purgePassLocked(cause: cause, target: target) }
+    }
+
+    /// The purger's thread: runs while holding the pass lock (PurgerLoop)
+    /// and waits in poll with it released.
+    var passMutex: UnsafeMutablePointer<pthread_mutex_t> { passLock.mutex }
+
+    /// A pass, by a caller holding the pass lock (the purger's thread).
+    @discardableResult
+    func purgePass(holdingPassLock: Bool, cause: PurgeCause, target: (Int) -> Int) -> Int {
+        holdingPassLock ? purgePassLocked(cause: cause, target: target) : purgePass(cause: cause, target: target)
+    }
+
+    private func purgePassLocked(cause: PurgeCause, target: (Int) -> Int) -> Int {
+        passOwner.store(UInt(pthread_self()), ordering: .relaxed)
+        defer { passOwner.store(0, ordering: .relaxed) }
+        // Everything stamped from now on is newer than what this pass sees.
+        RecencyClock.advance()
+        // Every call into an object holds a use of it (PurgeRegistry):
+        // one unregistered meanwhile is skipped, and its unregister
+        // waits for the call in flight.
+        let objects = registry.snapshot()
+        var candidates: [(object: Int, unit: PurgeUnit)] = []
+        for (i, r) in objects.enumerated() {
+            registry.withUse(r) { $0.forEachPurgeUnit { candidates.append((i, $0)) } }
         }
+        let total = candidates.reduce(0) { saturatingSum($0, max(0, $1.unit.volatileBytes)) }
+        let want = target(total)
+        guard want > 0 else { return 0 }
+        var released = 0, units = 0
+        for c in VictimOrder.sorted(candidates, unit: \.unit) {
+            if released >= want { break }
+            guard let bytes = registry.withUse(objects[c.object], { $0.purge(unit: c.unit.id) }) else { continue }
+            released = saturatingSum(released, max(0, bytes))
+            units += 1
+        }
+        state.withLock { s in
+            var tally = s.tallies[cause, default: PurgeTally()]
+            tally.purges = saturatingSum(tally.purges, 1)
+            tally.bytes = saturatingSum(tally.bytes, released)
+            tally.units = saturatingSum(tally.units, units)
+            s.tallies[cause] = tally
+            s.purgedBytes = saturatingSum(s.purgedBytes, released)
+        }
+        return released
     }
 
     /// Total volatile bytes of every registered unit, walked now.
@@ -157,9 +176,9 @@ final class PurgerCore: @unchecked Sendable {
     }
 
     /// Purges down to the budget if the volatile bytes exceed it.
-    func enforceBudget() {
+    func enforceBudget(holdingPassLock: Bool = false) {
         guard let budget = configuration.budget else { return }
-        purgePass(cause: .budget) { total in total > budget ? total - budget : 0 }
+        purgePass(holdingPassLock: holdingPassLock, cause: .budget) { total in total > budget ? total - budget : 0 }
     }
 
     // MARK: - Pressure
@@ -168,8 +187,10 @@ final class PurgerCore: @unchecked Sendable {
     /// ns): critical purges everything; moderate purges down to half the
     /// budget (without one, `moderateFraction` of the purgeable bytes),
     /// unless a moderate or critical reaction ran less than
-    /// `moderateInterval` before (debounced).
-    func handlePressure(_ level: MemoryPressureLevel, source: PressureSourceKind, path: String, deliveredAt: UInt64) {
+    /// `moderateInterval` before (debounced). `holdingPassLock`: called by
+    /// the purger's thread, which holds the pass lock (PurgerLoop).
+    func handlePressure(_ level: MemoryPressureLevel, source: PressureSourceKind, path: String, deliveredAt: UInt64,
+                        holdingPassLock: Bool = false) {
         let wall = Kernel.wallClockNanoseconds()
         let debounce = configuration.moderateInterval.nanoseconds
         let sequence: Int? = state.withLock { s in
@@ -192,10 +213,10 @@ final class PurgerCore: @unchecked Sendable {
         let released: Int
         switch level {
         case .critical:
-            released = purgePass(cause: .criticalPressure) { _ in .max }
+            released = purgePass(holdingPassLock: holdingPassLock, cause: .criticalPressure) { _ in .max }
         case .moderate:
             let budget = configuration.budget, fraction = configuration.moderateFraction
-            released = purgePass(cause: .moderatePressure) { total in
+            released = purgePass(holdingPassLock: holdingPassLock, cause: .moderatePressure) { total in
                 if let budget { return max(0, total - budget / 2) }
                 let share = (Double(total) * fraction).rounded(.up)
                 return share >= Double(Int.max) ? .max : Int(share)
@@ -261,8 +282,12 @@ final class PurgerCore: @unchecked Sendable {
             throw .system(error)
         }
         let loop = PurgerLoop(core: self, sources: sources, wakeFD: wakeFD)
+        let running = Kernel.Event()
         do {
-            let thread = try Kernel.Thread(name: "vrange-purger") { loop.run() }
+            let thread = try Kernel.Thread(name: "vrange-purger") { loop.run(running) }
+            // Returns once the thread holds the pass lock: from then on it
+            // runs nothing without it (a fork waits for it), but in poll.
+            running.wait()
             threadGeneration.store(ForkRegistry.purger.generation, ordering: .relaxed)
             lifecycle.withLock { $0 = (thread, wakeFD) }
             state.withLock { $0.hasThread = true }

@@ -2,6 +2,12 @@
 // descriptors and an eventfd that wakes it (registration, budget check,
 // shutdown), runs the source's timer, advances RecencyClock every tick and
 // keeps the budget. A source that vanishes is replaced by the next one.
+import CVRange
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// The ordered sources a purger may watch, and the one open now. Owned by
 /// whoever runs it: start-up, then the background thread alone.
@@ -84,7 +90,15 @@ final class PurgerLoop: @unchecked Sendable {
         self.wakeFD = wakeFD
     }
 
-    func run() {
+    /// The thread's body. It holds the purger's pass lock throughout, and
+    /// releases it only while it waits in poll (or sleeps after a failed
+    /// poll): fork()'s prepare handler takes that lock, so a fork never
+    /// copies this thread while it runs (PurgerCore.passLock). Signals
+    /// `running` once it holds the lock.
+    func run(_ running: Kernel.Event) {
+        pthread_mutex_lock(core.passMutex)
+        defer { pthread_mutex_unlock(core.passMutex) }
+        running.signal()
         let tick = core.configuration.tick.nanoseconds
         var now = Kernel.monotonicNanoseconds()
         // Saturating: a tick near Duration's maximum means "never", not a
@@ -96,11 +110,14 @@ final class PurgerLoop: @unchecked Sendable {
             now = Kernel.monotonicNanoseconds()
             let deadline = min(nextTick, nextTimer ?? .max)
             let timeout = deadline <= now ? 0 : Int32(clamping: (deadline - now) / 1_000_000 + 1)
-            do { _ = try Kernel.poll(&requests, timeoutMilliseconds: timeout) } catch {
+            do { _ = try Kernel.poll(&requests, timeoutMilliseconds: timeout, unlocking: core.passMutex) } catch {
                 core.note("poll failed: \(describe(error)); retrying after a tick")
-                Kernel.sleep(nanoseconds: min(tick, 100_000_000))
+                var noRequests: [Kernel.PollRequest] = []
+                _ = try? Kernel.poll(&noRequests, timeoutMilliseconds: Int32(max(1, min(tick, 100_000_000) / 1_000_000)),
+                                     unlocking: core.passMutex)
                 continue
             }
+            TestHook.fire(Int32(VR_HOOK_PURGER_LOOP))
             let woke = core.clock()
             var checkBudget = false
             if requests[0].returned.contains(.input) {
@@ -127,7 +144,7 @@ final class PurgerLoop: @unchecked Sendable {
                 nextTick = now.addingSaturating(tick)
                 checkBudget = true
             }
-            if checkBudget { core.enforceBudget() }
+            if checkBudget { core.enforceBudget(holdingPassLock: true) }
         }
         sources.closeAll()
         // Normally stop() closes the eventfd after joining this thread; a
@@ -147,7 +164,8 @@ final class PurgerLoop: @unchecked Sendable {
         case .quiet:
             break
         case .pressure(let level):
-            core.handlePressure(level, source: source.spec.kind, path: source.spec.path, deliveredAt: time)
+            core.handlePressure(level, source: source.spec.kind, path: source.spec.path, deliveredAt: time,
+                                holdingPassLock: true)
         case .gone(let reason):
             sources.replace(because: reason)
         }
