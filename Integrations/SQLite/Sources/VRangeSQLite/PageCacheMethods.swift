@@ -11,6 +11,8 @@ enum PageCacheMethods {
     static let allocator = Mutex<VolatileAllocator?>(nil)
     /// `PurgeablePageCache.servesPurgedPagesForTesting`.
     static let ignoresPurges = Atomic<Bool>(false)
+    /// The szExtra of the last cache made (what SQLite asks for per page).
+    static let lastExtraSize = Atomic<Int>(0)
 
     @inline(__always)
     static func cache(_ p: OpaquePointer?) -> PageCache {
@@ -28,6 +30,7 @@ enum PageCacheMethods {
             // SQLite promises a power of two in 512...65536 and szExtra < 250.
             guard pageSize >= 512, pageSize <= 65536, pageSize & (pageSize - 1) == 0, extraSize >= 0,
                   let allocator = PageCacheMethods.allocator.withLock({ $0 }) else { return nil }
+            PageCacheMethods.lastExtraSize.store(Int(extraSize), ordering: .relaxed)
             let cache = PageCache(pageSize: Int(pageSize), extraSize: Int(extraSize), purgeable: purgeable != 0,
                                   allocator: allocator)
             return OpaquePointer(Unmanaged.passRetained(cache).toOpaque())

@@ -1,6 +1,6 @@
 // The public face: install VRange as SQLite's page cache (one call, before
 // SQLite initialises), and read what it did.
-import CSQLite
+@_exported import CSQLite  // SQLite's C API, for users of the product
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -142,6 +142,10 @@ public enum PurgeablePageCache {
         let data = pageSize >= os ? (pageSize + os - 1) / os * os : pageSize
         return data + mallocChunk(PageLayout(extraSize: extraSize).blockBytes) + PageCache.tableBytesPerPage
     }
+
+    /// The `szExtra` SQLite asked for when it last made a cache instance (0
+    /// before the first): what its per-page extra is in this build of SQLite.
+    package static var lastExtraSize: Int { PageCacheMethods.lastExtraSize.load(ordering: .relaxed) }
 
     /// The one installation of this process: the allocator, once installed.
     private static let installation = Mutex<VolatileAllocator?>(nil)

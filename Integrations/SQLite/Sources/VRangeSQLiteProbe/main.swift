@@ -156,6 +156,8 @@ func workloadCommand(_ args: Arguments) -> Never {
     say("T \(monotonicSeconds() - start)")
     if allocator != nil {
         let purged = random.purgedBytes.load(ordering: .relaxed) + (purger?.statistics().purgedBytes ?? 0)
+        let extra = PurgeablePageCache.lastExtraSize
+        say("X szExtra \(extra), a cached 4 KiB page costs \(PurgeablePageCache.bytesPerCachedPage(pageSize: 4096, extraSize: extra)) bytes")
         say("S \(PurgeablePageCache.statistics); purged \(purged) bytes (random passes "
               + "\(random.passes.load(ordering: .relaxed)))")
     }
