@@ -235,7 +235,11 @@ final class PageCache: @unchecked Sendable {
         if createFlag == 0 { return nil }
         if createFlag == 1 && purgeable && pinnedCount >= maxPages * 9 / 10 { return nil }
         let p: PageRef
-        if purgeable, let victim = oldest, table.count + 1 >= maxPages {
+        if purgeable, let victim = oldest,
+           table.count + 1 >= maxPages || PageRef(victim).header.pointee.buffer.isContentDiscarded {
+            // Full, or the least recently unpinned page was purged (a
+            // purger takes the least recently used first): reuse it rather
+            // than keep its block for a page that is gone.
             p = recycle(PageRef(victim))
         } else if let fresh = newPage() {
             p = fresh

@@ -13,7 +13,7 @@
 //       pages every 0.2-2 ms; --budget: a Purger keeps at most BYTES of
 //       unpinned pages resident (checked every 10 ms). --mutate: the
 //       test-only mutation, purged pages served as intact.
-//   pressure ... (Pressure.swift)
+//   makedb, pressure: real memory pressure (Pressure.swift)
 //
 // Exit status: 0 when everything ran; 2 when SQLite reported an error
 // (printed as "E message"); 64 for bad arguments.
@@ -80,7 +80,7 @@ struct Arguments {
 
 /// Sets SQLite's threading mode and, for `vrange`, installs the page cache
 /// (with `purger` when given). Returns the allocator.
-func setUp(cache: String, serialized: Bool, purger: Purger?) -> VolatileAllocator? {
+func setUp(cache: String, serialized: Bool, purger: Purger?, kernelDriven: Bool = false) -> VolatileAllocator? {
     let rc = vrsqlite_config_threading(serialized ? SQLITE_CONFIG_SERIALIZED : SQLITE_CONFIG_MULTITHREAD)
     if rc != SQLITE_OK { fail("sqlite3_config(threading): \(rc)") }
     switch cache {
@@ -88,7 +88,8 @@ func setUp(cache: String, serialized: Bool, purger: Purger?) -> VolatileAllocato
         return nil
     case "vrange":
         do {
-            let allocator = try VolatileAllocator()
+            let source: SegmentSource = kernelDriven ? .anonymous(.init(kernelDriven: true)) : .anonymous()
+            let allocator = try VolatileAllocator(options: .init(source: source))
             try PurgeablePageCache.install(allocator: allocator, purger: purger)
             return allocator
         } catch {
@@ -173,5 +174,7 @@ func monotonicSeconds() -> Double {
 let arguments = Arguments(Array(CommandLine.arguments.dropFirst()))
 switch arguments.command {
 case "workload": workloadCommand(arguments)
+case "makedb": makeDatabaseCommand(arguments)
+case "pressure": pressureCommand(arguments)
 default: fail("usage: VRangeSQLiteProbe workload|pressure … (see main.swift)")
 }
