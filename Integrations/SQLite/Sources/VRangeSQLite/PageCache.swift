@@ -17,6 +17,8 @@ struct PageHeader: ~Copyable {
     var buffer: PurgeableBuffer
     var key: UInt32
     var pinned: Bool
+    /// The next page in its hash bucket's chain.
+    var next: UnsafeMutableRawPointer?
     /// Neighbours in the list of unpinned pages (blocks).
     var newer: UnsafeMutableRawPointer?
     var older: UnsafeMutableRawPointer?
@@ -48,19 +50,49 @@ struct PageRef: Equatable {
     var extra: UnsafeMutableRawPointer { block + PageLayout.extraOffset }
 }
 
-/// Process-wide counters (relaxed atomics: each is exact, a snapshot of all
-/// of them is not atomic).
-final class PageCacheCounters: Sendable {
-    static let shared = PageCacheCounters()
-    let hits = Atomic<Int>(0), created = Atomic<Int>(0), purgedRefetches = Atomic<Int>(0)
-    let pins = Atomic<Int>(0), unpins = Atomic<Int>(0), freed = Atomic<Int>(0)
-    let cached = Atomic<Int>(0), pinned = Atomic<Int>(0)
+/// What one instance did (under its lock), or what destroyed instances did.
+struct PageCacheCounts {
+    var hits = 0, created = 0, purgedRefetches = 0, pins = 0, unpins = 0, freed = 0, cached = 0, pinned = 0
 
-    func snapshot() -> PurgeablePageCache.Statistics {
-        .init(hits: hits.load(ordering: .relaxed), pagesCreated: created.load(ordering: .relaxed),
-              purgedRefetches: purgedRefetches.load(ordering: .relaxed), pins: pins.load(ordering: .relaxed),
-              unpins: unpins.load(ordering: .relaxed), pagesFreed: freed.load(ordering: .relaxed),
-              pagesCached: cached.load(ordering: .relaxed), pagesPinnedNow: pinned.load(ordering: .relaxed))
+    static func + (a: Self, b: Self) -> Self {
+        Self(hits: a.hits + b.hits, created: a.created + b.created, purgedRefetches: a.purgedRefetches + b.purgedRefetches,
+             pins: a.pins + b.pins, unpins: a.unpins + b.unpins, freed: a.freed + b.freed,
+             cached: a.cached + b.cached, pinned: a.pinned + b.pinned)
+    }
+
+    var statistics: PurgeablePageCache.Statistics {
+        .init(hits: hits, pagesCreated: created, purgedRefetches: purgedRefetches, pins: pins, unpins: unpins,
+              pagesFreed: freed, pagesCached: cached, pagesPinnedNow: pinned)
+    }
+}
+
+/// The live instances and the counts of those gone, for the statistics:
+/// counting per instance, under the lock each call takes anyway, costs the
+/// page cache's calls no shared atomic. Lock order: this, then an instance.
+enum PageCacheRegistry {
+    struct State: @unchecked Sendable {
+        var live: [ObjectIdentifier: Unmanaged<PageCache>] = [:]
+        var retired = PageCacheCounts()
+    }
+    static let state = Mutex(State())
+
+    static func add(_ cache: PageCache) {
+        state.withLock { $0.live[ObjectIdentifier(cache)] = .passUnretained(cache) }
+    }
+
+    /// Called by the instance's deinit (its memory stays until it returns,
+    /// so a snapshot in flight, which holds this lock, ends first).
+    static func retire(_ id: ObjectIdentifier, _ counts: PageCacheCounts) {
+        state.withLock {
+            $0.live[id] = nil
+            $0.retired = $0.retired + counts
+        }
+    }
+
+    static func snapshot() -> PurgeablePageCache.Statistics {
+        state.withLock { s in
+            s.live.values.reduce(s.retired) { sum, cache in sum + cache._withUnsafeGuaranteedRef { $0.counts } }.statistics
+        }
     }
 }
 
@@ -77,13 +109,21 @@ final class PageCache: @unchecked Sendable {
     let allocator: VolatileAllocator
     let layout: PageLayout
 
-    /// What a page costs in the hash table, about (a Swift Dictionary of
-    /// UInt32 keys and pointers at its usual load).
-    static let tableBytesPerPage = 24
+    /// What a page costs in the hash table at most: its bucket (there are
+    /// between one and two pages per bucket); the chain pointer is in its
+    /// block.
+    static let tableBytesPerPage = 8
 
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     // Under `mutex`:
-    private var table: [UInt32: UnsafeMutableRawPointer] = [:]
+    /// The hash table: chains through PageHeader.next, bucket = key & mask
+    /// (keys are page numbers, dense from 1: pcache1 hashes them the same
+    /// way), doubled when it holds more pages than buckets.
+    private var buckets: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    private var mask = 63
+    /// Pages cached, pinned and unpinned.
+    private var count = 0
+    private var counts_ = PageCacheCounts()
     /// The list of unpinned pages: `newest` was unpinned last, `oldest` is
     /// recycled first.
     private var newest: UnsafeMutableRawPointer?
@@ -94,7 +134,8 @@ final class PageCache: @unchecked Sendable {
     /// No key above it is cached (a bound, for xTruncate).
     private var maxKey: UInt32 = 0
 
-    private var counters: PageCacheCounters { PageCacheCounters.shared }
+    /// This instance's counts (the caller holds the registry's lock).
+    var counts: PageCacheCounts { locked { counts_ } }
 
     init(pageSize: Int, extraSize: Int, purgeable: Bool, allocator: VolatileAllocator) {
         self.pageSize = pageSize
@@ -104,10 +145,15 @@ final class PageCache: @unchecked Sendable {
         layout = PageLayout(extraSize: extraSize)
         mutex = .allocate(capacity: 1)
         pthread_mutex_init(mutex, nil)
+        buckets = .allocate(capacity: mask + 1)
+        buckets.initialize(repeating: nil, count: mask + 1)
+        PageCacheRegistry.add(self)
     }
 
     deinit {
         removeAll()
+        PageCacheRegistry.retire(ObjectIdentifier(self), counts_)
+        buckets.deallocate()
         pthread_mutex_destroy(mutex)
         mutex.deallocate()
     }
@@ -131,7 +177,7 @@ final class PageCache: @unchecked Sendable {
     }
 
     /// xPagecount: pinned and unpinned pages.
-    func pageCount() -> Int32 { locked { Int32(clamping: table.count) } }
+    func pageCount() -> Int32 { locked { Int32(clamping: count) } }
 
     /// xFetch. A pinned page is handed out as it is; an unpinned one is
     /// locked first, and dropped if the lock reports it purged (then
@@ -141,23 +187,22 @@ final class PageCache: @unchecked Sendable {
     /// cannot be had (recycling an unpinned page first).
     func fetch(_ key: UInt32, _ createFlag: Int32) -> UnsafeMutablePointer<sqlite3_pcache_page>? {
         locked {
-            if let block = table[key] {
-                let p = PageRef(block)
+            if let p = find(key) {
                 if p.header.pointee.pinned {
-                    counters.hits.add(1, ordering: .relaxed)
+                    counts_.hits += 1
                     return p.page
                 }
                 unlink(p)
                 if purgeable && p.header.pointee.buffer.lock().wasPurged
                     && !PageCacheMethods.ignoresPurges.load(ordering: .relaxed) {
                     // Lost bytes: never served. SQLite reads the page again.
-                    table[key] = nil
+                    unhash(p)
                     free(p)
-                    counters.purgedRefetches.add(1, ordering: .relaxed)
+                    counts_.purgedRefetches += 1
                     return create(key, createFlag)
                 }
                 pin(p)
-                counters.hits.add(1, ordering: .relaxed)
+                counts_.hits += 1
                 return p.page
             }
             return create(key, createFlag)
@@ -173,10 +218,10 @@ final class PageCache: @unchecked Sendable {
             guard p.header.pointee.pinned else { return }  // unpinned already: nothing to do
             p.header.pointee.pinned = false
             pinnedCount -= 1
-            counters.pinned.subtract(1, ordering: .relaxed)
-            counters.unpins.add(1, ordering: .relaxed)
-            if discard || (purgeable && table.count > maxPages) {
-                table[p.header.pointee.key] = nil
+            counts_.pinned -= 1
+            counts_.unpins += 1
+            if discard || (purgeable && count > maxPages) {
+                unhash(p)
                 free(p)
                 return
             }
@@ -190,10 +235,10 @@ final class PageCache: @unchecked Sendable {
     func rekey(_ page: UnsafeMutablePointer<sqlite3_pcache_page>, from oldKey: UInt32, to newKey: UInt32) {
         locked {
             let p = PageRef(page)
-            if let other = table[newKey], other != p.block { remove(PageRef(other)) }
-            if table[oldKey] == p.block { table[oldKey] = nil }
+            if let other = find(newKey), other != p { remove(other) }
+            unhash(p)  // from oldKey, the key it has
             p.header.pointee.key = newKey
-            table[newKey] = p.block
+            hash(p)
             maxKey = max(maxKey, newKey)
         }
     }
@@ -202,12 +247,14 @@ final class PageCache: @unchecked Sendable {
     /// included (they are implicitly unpinned).
     func truncate(_ limit: UInt32) {
         locked {
-            guard !table.isEmpty, limit <= maxKey else { return }
-            if Int(maxKey) - Int(limit) < table.count {
-                for key in limit...maxKey { if let block = table[key] { remove(PageRef(block)) } }
+            guard count > 0, limit <= maxKey else { return }
+            var doomed: [PageRef] = []
+            if Int(maxKey) - Int(limit) < count {
+                for key in limit...maxKey { if let p = find(key) { doomed.append(p) } }
             } else {
-                for (key, block) in table where key >= limit { remove(PageRef(block)) }
+                forEachPage { if $0.header.pointee.key >= limit { doomed.append($0) } }
             }
+            for p in doomed { remove(p) }
             maxKey = limit == 0 ? 0 : limit - 1
         }
     }
@@ -222,8 +269,11 @@ final class PageCache: @unchecked Sendable {
     /// xDestroy's part: frees every page.
     func removeAll() {
         locked {
-            for (_, block) in table { remove(PageRef(block), updatingTable: false) }
-            table = [:]
+            var all: [PageRef] = []
+            forEachPage { all.append($0) }
+            for p in all { remove(p, updatingTable: false) }
+            buckets.update(repeating: nil, count: mask + 1)
+            count = 0
             newest = nil
             oldest = nil
         }
@@ -236,7 +286,7 @@ final class PageCache: @unchecked Sendable {
         if createFlag == 1 && purgeable && pinnedCount >= maxPages * 9 / 10 { return nil }
         let p: PageRef
         if purgeable, let victim = oldest,
-           table.count + 1 >= maxPages || PageRef(victim).header.pointee.buffer.isContentDiscarded {
+           count + 1 >= maxPages || PageRef(victim).header.pointee.buffer.isContentDiscarded {
             // Full, or the least recently unpinned page was purged (a
             // purger takes the least recently used first): reuse it rather
             // than keep its block for a page that is gone.
@@ -256,10 +306,10 @@ final class PageCache: @unchecked Sendable {
         } else if extraSize > 0 {
             p.extra.initializeMemory(as: UInt8.self, repeating: 0, count: extraSize)
         }
-        table[key] = p.block
+        hash(p)
         maxKey = max(maxKey, key)
         pin(p)
-        counters.created.add(1, ordering: .relaxed)
+        counts_.created += 1
         return p.page
     }
 
@@ -273,8 +323,8 @@ final class PageCache: @unchecked Sendable {
         block.bindMemory(to: sqlite3_pcache_page.self, capacity: 1)
             .initialize(to: sqlite3_pcache_page(pBuf: data, pExtra: p.extra))
         (block + PageLayout.headerOffset).bindMemory(to: PageHeader.self, capacity: 1)
-            .initialize(to: PageHeader(buffer: buffer, key: 0, pinned: false, newer: nil, older: nil))
-        counters.cached.add(1, ordering: .relaxed)
+            .initialize(to: PageHeader(buffer: buffer, key: 0, pinned: false, next: nil, newer: nil, older: nil))
+        counts_.cached += 1
         return p
     }
 
@@ -282,7 +332,7 @@ final class PageCache: @unchecked Sendable {
     /// table, its buffer locked (what it held does not matter).
     private func recycle(_ p: PageRef) -> PageRef {
         unlink(p)
-        table[p.header.pointee.key] = nil
+        unhash(p)
         p.header.pointee.buffer.lock()
         return p
     }
@@ -290,25 +340,25 @@ final class PageCache: @unchecked Sendable {
     private func pin(_ p: PageRef) {
         p.header.pointee.pinned = true
         pinnedCount += 1
-        counters.pins.add(1, ordering: .relaxed)
-        counters.pinned.add(1, ordering: .relaxed)
+        counts_.pins += 1
+        counts_.pinned += 1
     }
 
     /// Frees a cached page, pinned or not.
     private func remove(_ p: PageRef, updatingTable: Bool = true) {
         if p.header.pointee.pinned {
             pinnedCount -= 1
-            counters.pinned.subtract(1, ordering: .relaxed)
+            counts_.pinned -= 1
         } else {
             unlink(p)
         }
-        if updatingTable { table[p.header.pointee.key] = nil }
+        if updatingTable { unhash(p) }
         free(p)
     }
 
     /// Frees the oldest unpinned pages while more than `limit` are cached.
     private func freeUnpinned(downTo limit: Int) {
-        while table.count > limit, let victim = oldest { remove(PageRef(victim)) }
+        while count > limit, let victim = oldest { remove(PageRef(victim)) }
     }
 
     /// Frees a page that is in neither the table nor the list: its buffer
@@ -316,9 +366,80 @@ final class PageCache: @unchecked Sendable {
     private func free(_ p: PageRef) {
         p.header.deinitialize(count: 1)  // frees the buffer
         p.block.deallocate()
-        counters.cached.subtract(1, ordering: .relaxed)
-        counters.freed.add(1, ordering: .relaxed)
+        counts_.cached -= 1
+        counts_.freed += 1
     }
+
+    // MARK: - Hash table (under the lock)
+
+    private func find(_ key: UInt32) -> PageRef? {
+        var cur = buckets[Int(key) & mask]
+        while let c = cur {
+            let p = PageRef(c)
+            if p.header.pointee.key == key { return p }
+            cur = p.header.pointee.next
+        }
+        return nil
+    }
+
+    /// Adds a page under its key (none is there).
+    private func hash(_ p: PageRef) {
+        if count >= mask + 1 { grow() }
+        let b = Int(p.header.pointee.key) & mask
+        p.header.pointee.next = buckets[b]
+        buckets[b] = p.block
+        count += 1
+    }
+
+    /// Takes a page out of its key's chain (if it is there).
+    private func unhash(_ p: PageRef) {
+        let b = Int(p.header.pointee.key) & mask
+        var prev: PageRef?
+        var cur = buckets[b]
+        while let c = cur {
+            let q = PageRef(c)
+            if q == p {
+                if let prev { prev.header.pointee.next = q.header.pointee.next } else { buckets[b] = q.header.pointee.next }
+                q.header.pointee.next = nil
+                count -= 1
+                return
+            }
+            prev = q
+            cur = q.header.pointee.next
+        }
+    }
+
+    private func forEachPage(_ body: (PageRef) -> Void) {
+        for b in 0...mask {
+            var cur = buckets[b]
+            while let c = cur {
+                let p = PageRef(c)
+                cur = p.header.pointee.next
+                body(p)
+            }
+        }
+    }
+
+    /// Twice the buckets, every chain rehashed.
+    private func grow() {
+        let old = buckets, oldMask = mask
+        mask = (mask + 1) * 2 - 1
+        buckets = .allocate(capacity: mask + 1)
+        buckets.initialize(repeating: nil, count: mask + 1)
+        for b in 0...oldMask {
+            var cur = old[b]
+            while let c = cur {
+                let p = PageRef(c)
+                cur = p.header.pointee.next
+                let nb = Int(p.header.pointee.key) & mask
+                p.header.pointee.next = buckets[nb]
+                buckets[nb] = c
+            }
+        }
+        old.deallocate()
+    }
+
+    // MARK: - Unpinned list (under the lock)
 
     private func linkNewest(_ p: PageRef) {
         p.header.pointee.older = newest

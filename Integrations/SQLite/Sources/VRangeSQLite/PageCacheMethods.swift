@@ -14,9 +14,11 @@ enum PageCacheMethods {
     /// The szExtra of the last cache made (what SQLite asks for per page).
     static let lastExtraSize = Atomic<Int>(0)
 
+    /// Runs `body` on the instance behind `p`, without retaining it (xCreate's
+    /// reference keeps it alive until xDestroy).
     @inline(__always)
-    static func cache(_ p: OpaquePointer?) -> PageCache {
-        Unmanaged<PageCache>.fromOpaque(UnsafeRawPointer(p!)).takeUnretainedValue()
+    static func with<R>(_ p: OpaquePointer?, _ body: (PageCache) -> R) -> R {
+        Unmanaged<PageCache>.fromOpaque(UnsafeRawPointer(p!))._withUnsafeGuaranteedRef(body)
     }
 
     /// The methods SQLite copies at `sqlite3_config`.
@@ -35,19 +37,19 @@ enum PageCacheMethods {
                                   allocator: allocator)
             return OpaquePointer(Unmanaged.passRetained(cache).toOpaque())
         }
-        m.xCachesize = { p, n in PageCacheMethods.cache(p).setCacheSize(n) }
-        m.xPagecount = { p in PageCacheMethods.cache(p).pageCount() }
-        m.xFetch = { p, key, createFlag in PageCacheMethods.cache(p).fetch(key, createFlag) }
-        m.xUnpin = { p, page, discard in PageCacheMethods.cache(p).unpin(page!, discard: discard != 0) }
-        m.xRekey = { p, page, oldKey, newKey in PageCacheMethods.cache(p).rekey(page!, from: oldKey, to: newKey) }
-        m.xTruncate = { p, limit in PageCacheMethods.cache(p).truncate(limit) }
+        m.xCachesize = { p, n in PageCacheMethods.with(p) { $0.setCacheSize(n) } }
+        m.xPagecount = { p in PageCacheMethods.with(p) { $0.pageCount() } }
+        m.xFetch = { p, key, createFlag in PageCacheMethods.with(p) { $0.fetch(key, createFlag) } }
+        m.xUnpin = { p, page, discard in PageCacheMethods.with(p) { $0.unpin(page!, discard: discard != 0) } }
+        m.xRekey = { p, page, oldKey, newKey in PageCacheMethods.with(p) { $0.rekey(page!, from: oldKey, to: newKey) } }
+        m.xTruncate = { p, limit in PageCacheMethods.with(p) { $0.truncate(limit) } }
         m.xDestroy = { p in
             guard let p else { return }
             let cache = Unmanaged<PageCache>.fromOpaque(UnsafeRawPointer(p))
             cache.takeUnretainedValue().removeAll()
             cache.release()
         }
-        m.xShrink = { p in PageCacheMethods.cache(p).shrink() }
+        m.xShrink = { p in PageCacheMethods.with(p) { $0.shrink() } }
         return m
     }
 }

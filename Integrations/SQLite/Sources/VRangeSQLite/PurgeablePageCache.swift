@@ -127,9 +127,9 @@ public enum PurgeablePageCache {
     /// The allocator the installed page cache uses, nil before `install`.
     public static var allocator: VolatileAllocator? { installation.withLock { $0 } }
 
-    /// A snapshot of the counters (each read on its own: a snapshot taken
-    /// while SQLite runs may be off by the calls in flight).
-    public static var statistics: Statistics { PageCacheCounters.shared.snapshot() }
+    /// A snapshot of the counters (each cache instance's read under its
+    /// lock, one after the other).
+    public static var statistics: Statistics { PageCacheRegistry.snapshot() }
 
     /// What one cached page costs in memory with this cache, in bytes: the
     /// page's own OS pages, plus its block of ordinary memory (SQLite's

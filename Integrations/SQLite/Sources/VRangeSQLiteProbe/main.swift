@@ -14,6 +14,7 @@
 //       unpinned pages resident (checked every 10 ms). --mutate: the
 //       test-only mutation, purged pages served as intact.
 //   makedb, pressure: real memory pressure (Pressure.swift)
+//   bench, memory: the measurements (Bench.swift)
 //
 // Exit status: 0 when everything ran; 2 when SQLite reported an error
 // (printed as "E message"); 64 for bad arguments.
@@ -134,7 +135,8 @@ func workloadCommand(_ args: Arguments) -> Never {
     let budget = args.int("budget", -1)
     var purger: Purger?
     if cache == "vrange" && budget >= 0 {
-        do { purger = try Purger(.init(budget: budget, pressureSources: .none, tick: .milliseconds(10))) } catch {
+        let tick = Duration.milliseconds(args.int("tick-ms", 10))
+        do { purger = try Purger(.init(budget: budget, pressureSources: .none, tick: tick)) } catch {
             fail("Purger: \(error)")
         }
     }
@@ -176,5 +178,7 @@ switch arguments.command {
 case "workload": workloadCommand(arguments)
 case "makedb": makeDatabaseCommand(arguments)
 case "pressure": pressureCommand(arguments)
+case "bench": benchCommand(arguments)
+case "memory": memoryCommand(arguments)
 default: fail("usage: VRangeSQLiteProbe workload|pressure … (see main.swift)")
 }
