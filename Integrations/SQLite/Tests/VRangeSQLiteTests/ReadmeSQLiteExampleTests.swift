@@ -17,6 +17,7 @@ import VRangeSQLite
             }
             // The example's database went through the purgeable cache.
             let stats = PurgeablePageCache.statistics
+            unlink("/tmp/vrange-example.db")
             exit(PurgeablePageCache.isInstalled && stats.pagesCreated > 0 && stats.unpins > 0 ? 0 : 2)
         }
     }

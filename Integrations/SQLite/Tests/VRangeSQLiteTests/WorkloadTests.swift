@@ -14,8 +14,13 @@ import Testing
     static let rows = "40000"
 
     /// The built-in page cache's run: what every run must print.
-    static let reference: Result<ProbeRun, any Error> = Result {
-        try runProbe(["workload", "--cache", "builtin", "--rows", rows, "--dir", try temporaryDirectory("builtin")])
+    static let reference: Result<ProbeRun, any Error> = Result { try workload("builtin", ["--cache", "builtin"]) }
+
+    /// The probe's workload in a temporary directory of its own, removed after.
+    static func workload(_ label: String, _ arguments: [String]) throws -> ProbeRun {
+        let dir = try temporaryDirectory(label)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        return try runProbe(["workload", "--rows", rows, "--dir", dir] + arguments)
     }
 
     func referenceResults() throws -> [String] {
@@ -34,8 +39,7 @@ import Testing
 
     @Test func randomPurgesAndABudgetInSerializedMode() throws {
         let expected = try referenceResults()
-        let run = try runProbe(["workload", "--cache", "vrange", "--rows", Self.rows, "--purge", "random",
-                                "--budget", "\(1 << 20)", "--dir", try temporaryDirectory("random")])
+        let run = try Self.workload("random", ["--cache", "vrange", "--purge", "random", "--budget", "\(1 << 20)"])
         print("VRange, serialized, random purges + 1 MiB budget: \(run.summary)")
         #expect(run.succeeded, "\(run.summary)")
         #expect(run.results == expected)
@@ -46,8 +50,7 @@ import Testing
 
     @Test func everyUnpinnedPagePurgedEvery10msInMultiThreadMode() throws {
         let expected = try referenceResults()
-        let run = try runProbe(["workload", "--cache", "vrange", "--rows", Self.rows, "--threading", "multithread",
-                                "--budget", "0", "--dir", try temporaryDirectory("budget0")])
+        let run = try Self.workload("budget0", ["--cache", "vrange", "--threading", "multithread", "--budget", "0"])
         print("VRange, multi-thread, budget 0 (every unpinned page purged each 10 ms): \(run.summary)")
         #expect(run.succeeded, "\(run.summary)")
         #expect(run.results == expected)
@@ -60,8 +63,7 @@ import Testing
     /// integrity_check, or a crash.
     @Test func servingPurgedPagesIsCaught() throws {
         let expected = try referenceResults()
-        let run = try runProbe(["workload", "--cache", "vrange", "--rows", Self.rows, "--purge", "random",
-                                "--budget", "\(1 << 20)", "--mutate", "--dir", try temporaryDirectory("mutant")])
+        let run = try Self.workload("mutant", ["--cache", "vrange", "--purge", "random", "--budget", "\(1 << 20)", "--mutate"])
         let caught: String
         if !run.succeeded {
             caught = "the run failed: \(run.summary)"
