@@ -50,7 +50,7 @@ func runWorkload(dir: String, _ o: WorkloadOptions, emit: (String) -> Void) thro
     unlink(path); unlink(path + "-wal"); unlink(path + "-shm")
     var rng = Random(state: o.seed)
     let n = o.rows
-    let db = try Database(path: path)
+    let db = try Database(path: path, serialized: o.serialized)
     try db.exec("PRAGMA cache_size = -\(o.cacheKiB); PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF")
     func q(_ name: String, _ sql: String, _ args: [SQLValue] = []) throws {
         let r = try db.query(sql, args)
@@ -144,7 +144,7 @@ func runWorkload(dir: String, _ o: WorkloadOptions, emit: (String) -> Void) thro
     for k in 0..<o.threads {
         workers.append(Worker {
             do {
-                let c = try Database(path: path)
+                let c = try Database(path: path, serialized: o.serialized)
                 try c.exec("PRAGMA cache_size = -\(o.cacheKiB)")
                 var r = Random(state: o.seed &+ UInt64(k) &* 1000)
                 try c.exec("CREATE TABLE IF NOT EXISTS w\(k)(a INTEGER PRIMARY KEY, b INTEGER, c TEXT); CREATE INDEX IF NOT EXISTS w\(k)b ON w\(k)(b)")
@@ -172,11 +172,11 @@ func runWorkload(dir: String, _ o: WorkloadOptions, emit: (String) -> Void) thro
             }
         })
     }
-    let sharedConnection = o.serialized ? try Database(path: path) : nil
+    let sharedConnection = o.serialized ? try Database(path: path, serialized: o.serialized) : nil
     for k in 0..<2 {
         workers.append(Worker {
             do {
-                let c = try sharedConnection ?? Database(path: path)
+                let c = try sharedConnection ?? Database(path: path, serialized: o.serialized)
                 var r = Random(state: o.seed &+ 77 &+ UInt64(k))
                 var d = Digest()
                 for _ in 0..<300 {
@@ -198,7 +198,7 @@ func runWorkload(dir: String, _ o: WorkloadOptions, emit: (String) -> Void) thro
     if results.joined().contains(where: { $0.hasPrefix("E ") }) { throw SQLError(code: -1, message: "a thread failed") }
 
     // 8. SQLite's own check, through a fresh connection.
-    let check = try Database(path: path)
+    let check = try Database(path: path, serialized: o.serialized)
     emit("I \(try check.text("PRAGMA integrity_check"))")
 }
 
