@@ -130,9 +130,16 @@ func runWorkload(dir: String, _ o: WorkloadOptions, emit: (String) -> Void) thro
     try q("join-order", "SELECT t2.a, t3.c FROM t2 JOIN t3 ON t2.a = t3.a WHERE t2.b < ? ORDER BY t2.a LIMIT 200",
           [.int(Int64(n))])
 
-    // 6. VACUUM, then every table whole.
+    // 6. VACUUM, then every table whole; then incremental auto-vacuum, which
+    // moves pages (xRekey), and a shrink (xShrink).
     try db.exec("VACUUM")
     for t in ["t1", "t2", "t3"] { try q("all-\(t)", "SELECT * FROM \(t) ORDER BY a, b") }
+    try db.exec("PRAGMA auto_vacuum = INCREMENTAL; VACUUM")
+    try db.exec("DELETE FROM t2 WHERE a % 3 = 0")
+    try db.exec("PRAGMA incremental_vacuum(400)")
+    try db.exec("PRAGMA shrink_memory")
+    try q("after-incremental-vacuum", "SELECT count(*), sum(b), sum(length(c)) FROM t2")
+    try q("pages", "PRAGMA freelist_count")
 
     // 7. Threads: each writes and reads a table of its own through its own
     // connection and reads the shared tables; two more share one connection
