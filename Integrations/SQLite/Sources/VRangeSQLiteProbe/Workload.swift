@@ -42,6 +42,8 @@ struct WorkloadOptions {
     var cacheKiB = 2000
     var threads = 3
     var serialized = true
+    /// PRAGMA page_size of the database (SQLite's default: 4096).
+    var pageSize = 4096
 }
 
 /// Runs the workload in directory `dir`; its lines, in order.
@@ -51,7 +53,7 @@ func runWorkload(dir: String, _ o: WorkloadOptions, emit: (String) -> Void) thro
     var rng = Random(state: o.seed)
     let n = o.rows
     let db = try Database(path: path, serialized: o.serialized)
-    try db.exec("PRAGMA cache_size = -\(o.cacheKiB); PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF")
+    try db.exec("PRAGMA page_size = \(o.pageSize); PRAGMA cache_size = -\(o.cacheKiB); PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF")
     func q(_ name: String, _ sql: String, _ args: [SQLValue] = []) throws {
         let r = try db.query(sql, args)
         emit("Q \(name) \(r.rows) \(String(r.digest, radix: 16))")

@@ -6,7 +6,8 @@
 //
 //   workload --cache vrange|builtin --dir DIR [--rows N] [--seed S]
 //            [--cache-kib K] [--threading serialized|multithread]
-//            [--purge random|none] [--budget BYTES] [--mutate]
+//            [--purge random|none] [--budget BYTES] [--tick-ms T]
+//            [--page-size P] [--mutate]
 //       the speedtest1-like workload (Workload.swift). Prints "Q name …"
 //       lines, "I <integrity_check>", and for vrange "S <statistics>".
 //       --purge random: a thread purges a random quarter of the unpinned
@@ -130,6 +131,7 @@ func workloadCommand(_ args: Arguments) -> Never {
     o.seed = UInt64(args.int("seed", Int(o.seed)))
     o.cacheKiB = args.int("cache-kib", o.cacheKiB)
     o.threads = args.int("threads", o.threads)
+    o.pageSize = args.int("page-size", o.pageSize)
     o.serialized = args.string("threading", "serialized") == "serialized"
     let cache = args.string("cache")
     let budget = args.int("budget", -1)

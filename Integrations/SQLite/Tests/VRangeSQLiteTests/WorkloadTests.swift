@@ -20,7 +20,8 @@ import Testing
     static func workload(_ label: String, _ arguments: [String]) throws -> ProbeRun {
         let dir = try temporaryDirectory(label)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        return try runProbe(["workload", "--rows", rows, "--dir", dir] + arguments)
+        let rowsGiven = arguments.contains("--rows")
+        return try runProbe(["workload", "--dir", dir] + (rowsGiven ? [] : ["--rows", rows]) + arguments)
     }
 
     func referenceResults() throws -> [String] {
@@ -55,6 +56,19 @@ import Testing
         #expect(run.succeeded, "\(run.summary)")
         #expect(run.results == expected)
         #expect(figure(run, "purged and re-read") > 100)
+    }
+
+    /// SQLite's smallest and largest page sizes (slab buffers sharing an OS
+    /// page; 16-page spans), a smaller workload, random purges.
+    @Test(arguments: [512, 65536]) func otherPageSizes(pageSize: Int) throws {
+        let common = ["--page-size", "\(pageSize)", "--rows", "8000"]
+        let reference = try Self.workload("builtin-\(pageSize)", ["--cache", "builtin"] + common)
+        try #require(reference.succeeded && reference.results.last == "I ok", "\(reference.summary)")
+        let run = try Self.workload("random-\(pageSize)", ["--cache", "vrange", "--purge", "random"] + common)
+        print("VRange, page size \(pageSize), random purges: \(run.summary)")
+        #expect(run.succeeded, "\(run.summary)")
+        #expect(run.results == reference.results)
+        #expect(figure(run, "purged and re-read") > 10)
     }
 
     /// The mutation: purged pages served as intact (zeros where SQLite's
