@@ -60,7 +60,8 @@ public enum PurgeablePageCache {
         /// dropped, and read from the file again (part of `pagesCreated`
         /// when SQLite asked for a fresh page then).
         public var purgedRefetches: Int
-        /// Pages pinned: fetched and not yet unpinned.
+        /// Times a page became pinned (an `xFetch` of a page that was not
+        /// pinned, or of a new one).
         public var pins: Int
         /// `xUnpin` calls (a page becomes purgeable, or is freed with
         /// `discard`).
