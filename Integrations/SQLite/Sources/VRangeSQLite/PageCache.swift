@@ -333,7 +333,7 @@ final class PageCache: @unchecked Sendable {
     private func recycle(_ p: PageRef) -> PageRef {
         unlink(p)
         unhash(p)
-        p.header.pointee.buffer.lock()
+        if purgeable { p.header.pointee.buffer.lock() }  // unpinned pages of other caches stay locked
         return p
     }
 
