@@ -33,6 +33,7 @@ struct TestCgroup {
     /// Makes the directory and writes `knobs` in order (those the kernel
     /// does not offer, such as swap limits without swap accounting, skipped).
     private func create(_ knobs: [(String, String)], _ reasons: inout [String]) -> Bool {
+        Self.removeStale(in: (dir as NSString).deletingLastPathComponent, version: version)
         if mkdir(dir, 0o755) != 0 && errno != EEXIST {
             reasons.append("\(version.rawValue): mkdir \(dir): errno \(errno)")
             return false
@@ -57,6 +58,17 @@ struct TestCgroup {
             let parts = line.split(separator: " ")
             return parts.count == 2 && parts[0] == "oom_kill" ? Int(parts[1]) : nil
         }.first ?? 0
+    }
+
+    /// Removes cgroups `vrange-sqlite-<pid>-…` under `parent` whose process
+    /// is gone (left by a test run that was killed).
+    private static func removeStale(in parent: String, version: Version) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? []
+        for name in names where name.hasPrefix("vrange-sqlite-") {
+            guard let pid = Int32(name.dropFirst("vrange-sqlite-".count).prefix { $0 != "-" }),
+                  kill(pid, 0) != 0 && errno == ESRCH else { continue }
+            TestCgroup(version: version, dir: parent + "/" + name).remove()
+        }
     }
 
     /// Kills what is left in it and removes it.
