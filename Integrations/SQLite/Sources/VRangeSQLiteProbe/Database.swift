@@ -2,6 +2,9 @@
 // and kept, every result reduced to a row count and a digest (FNV-1a over
 // each value's type and bytes), any error thrown with SQLite's message.
 import CSQLite
+#if canImport(Glibc)
+import Glibc
+#endif
 
 struct SQLError: Error, CustomStringConvertible {
     let code: Int32
@@ -25,7 +28,15 @@ struct Digest {
 
 final class Database {
     let handle: OpaquePointer
+    /// Prepared statements by SQL. Under `mutex`: in serialized mode two
+    /// threads share a connection (each with statements of its own), and
+    /// this table is Swift's, not SQLite's.
     private var statements: [String: OpaquePointer] = [:]
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t> = {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        pthread_mutex_init(m, nil)
+        return m
+    }()
 
     /// Opens `path`; `serialized` false opens the connection without its
     /// mutex (SQLITE_OPEN_NOMUTEX: SQLite's multi-thread mode, one thread at
@@ -46,6 +57,8 @@ final class Database {
     deinit {
         for (_, s) in statements { sqlite3_finalize(s) }
         sqlite3_close_v2(handle)
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
     }
 
     func error(_ rc: Int32, _ what: String) -> SQLError {
@@ -59,6 +72,8 @@ final class Database {
     }
 
     private func statement(_ sql: String) throws -> OpaquePointer {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
         if let s = statements[sql] { return s }
         var s: OpaquePointer?
         let rc = sqlite3_prepare_v2(handle, sql, -1, &s, nil)
