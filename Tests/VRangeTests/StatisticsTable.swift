@@ -130,6 +130,18 @@ enum AllocatorStatsRow: String, CaseIterable, Sendable {
     /// `releaseFreeMemory` × the last buffer of a segment whose other span
     /// was released before is freed (the release drops the segment).
     case releaseDroppingASegmentWhoseSpanWasReleased
+    /// `statistics` × a drain (releaseFreeMemory) moving a thread's cached
+    /// span into the arena (5-stats2).
+    case statisticsWhileAThreadCacheDrains
+    /// `statistics` × a full thread cache replacing a span (the old one goes
+    /// to the arena's magazine).
+    case statisticsWhileAThreadCacheReplacesASpan
+    /// `statistics` × the owner taking its cached span back and freeing it
+    /// unlocked (into the free lists).
+    case statisticsWhileACachedSpanIsFreedUnlocked
+
+    /// Rows about thread caches run with them (and only where they exist).
+    var threadCache: Bool { rawValue.contains("ThreadCache") || rawValue.contains("CachedSpan") }
 }
 
 @Suite("statistics table: cache and allocator", .serialized) struct StatisticsTable {
@@ -220,8 +232,10 @@ enum AllocatorStatsRow: String, CaseIterable, Sendable {
           arguments: AllocatorStatsRow.allCases)
     func allocatorRow(_ row: AllocatorStatsRow) throws {
         guard hooksAvailable("allocatorRow(\(row.rawValue))") else { return }
+        if row.threadCache { guard try threadCachesAvailable("allocatorRow(\(row.rawValue))") else { return } }
         try withHooks {
-            let a = try VolatileAllocator(options: .init(segmentBytes: 1 << 20, releaseDelay: .seconds(600), arenaCount: 1, threadCache: false))
+            let a = try VolatileAllocator(options: .init(segmentBytes: 1 << 20, releaseDelay: .seconds(600), arenaCount: 1,
+                                                         threadCache: row.threadCache))
             try allocatorRowBody(row, a)
             let end = a.statistics
             #expect(end.liveBuffers == 0 && end.liveBytes == 0, "\(row.rawValue): all freed: \(end)")
@@ -267,6 +281,34 @@ enum AllocatorStatsRow: String, CaseIterable, Sendable {
             #expect(s.segments == 1 && r1 == 150 * page, "\(row.rawValue): \(s), r1 \(r1 / page) pages")
             #expect(r1 + r2 == segment2 && s.releasedBytes == r1 + r2,
                     "\(row.rawValue): segment 2 (\(segment2 / page) pages) released once: \(r1 / page) + \(r2 / page) pages, releasedBytes \(s.releasedBytes / page) pages")
+        case .statisticsWhileAThreadCacheDrains, .statisticsWhileAThreadCacheReplacesASpan,
+             .statisticsWhileACachedSpanIsFreedUnlocked:
+            // Another thread (an empty cache of its own) caches spans; the
+            // snapshot counts them once, as free, whichever way one moves
+            // while it is held after counting the caches.
+            let other = StepThread()
+            defer { other.finish() }
+            let sizes = row == .statisticsWhileAThreadCacheReplacesASpan ? Array(2...9) : [2]
+            other.run { for p in sizes { try! a.allocate(byteCount: p * page).free() } }
+            #expect(cached(a).spans == sizes.count, "\(row.rawValue): \(cached(a)) cached")
+            let held = HeldAllocatorOp(.statistics, a)
+            switch row {
+            case .statisticsWhileAThreadCacheDrains:
+                _ = a.releaseFreeMemory()  // the cached span goes to the arena
+            case .statisticsWhileAThreadCacheReplacesASpan:
+                other.run { try! a.allocate(byteCount: 10 * page).free() }  // replaces a span: it goes to the magazine
+            default:
+                other.run {
+                    var b = try! a.allocate(byteCount: 2 * page)  // the cached span
+                    b.unlock()
+                    b.free()  // unlocked: into the free lists
+                }
+            }
+            let (_, snapshot) = held.finish()
+            #expect(snapshot?.liveBuffers == 3 && snapshot?.liveBytes == 450 * page,
+                    "\(row.rawValue): three buffers (450 pages) live before and after; the snapshot says \(snapshot.map { "\($0.liveBuffers) buffers, \($0.liveBytes / page) pages" } ?? "nothing")")
+            big.free()
+            small.free()
         }
         first.free()
     }
