@@ -140,6 +140,13 @@ enum AllocatorStatsRow: String, CaseIterable, Sendable {
     /// unlocked (into the free lists).
     case statisticsWhileACachedSpanIsFreedUnlocked
 
+    /// `statistics` reading a magazine × its first slot's span taken and
+    /// put back in a later slot (lock-free) while it reads.
+    case statisticsWhileAMagazineSpanMovesSlots
+    /// `statistics` × a thread cache's owner held inside its fast path: the
+    /// snapshot is taken 8 times, then counts the cached spans as live.
+    case statisticsWhileAThreadCacheOwnerIsInside
+
     /// Rows about thread caches run with them (and only where they exist).
     var threadCache: Bool { rawValue.contains("ThreadCache") || rawValue.contains("CachedSpan") }
 }
@@ -307,6 +314,56 @@ enum AllocatorStatsRow: String, CaseIterable, Sendable {
             let (_, snapshot) = held.finish()
             #expect(snapshot?.liveBuffers == 3 && snapshot?.liveBytes == 450 * page,
                     "\(row.rawValue): three buffers (450 pages) live before and after; the snapshot says \(snapshot.map { "\($0.liveBuffers) buffers, \($0.liveBytes / page) pages" } ?? "nothing")")
+            big.free()
+            small.free()
+        case .statisticsWhileAMagazineSpanMovesSlots:
+            var e = try a.allocate(byteCount: 2 * page)
+            let f = try a.allocate(byteCount: 3 * page)
+            var h = try a.allocate(byteCount: 4 * page)
+            e.withUnsafeMutableBytes { $0[0] = 1 }
+            h.withUnsafeMutableBytes { $0[0] = 1 }
+            e.free()  // slot 0
+            f.free()  // slot 1: cached {e, f}, live 4 buffers (454 pages)
+            let tid = Atomic<Int32>(0)
+            let go = Atomic<Bool>(false)
+            let seen = Locked<VolatileAllocator.Statistics?>(nil)
+            let t = TestThread {
+                tid.store(currentTID(), ordering: .releasing)
+                _ = waitUntil { go.load(ordering: .acquiring) }
+                let s = a.statistics
+                seen.withLock { $0 = s }
+            }
+            _ = waitUntil { tid.load(ordering: .acquiring) != 0 }
+            arm(1, Int32(VR_HOOK_ALLOC_MAGAZINE_CENSUS), arg: 0, tid: tid.load(ordering: .acquiring),
+                set: Flag.a, waitAny: Flag.b, times: 1)
+            go.store(true, ordering: .releasing)
+            let held = waitForFlags(Flag.a, seconds: 10)
+            var e2 = try a.allocate(byteCount: 2 * page)  // e, from slot 0 (no lock)
+            e2.withUnsafeMutableBytes { $0[0] = 1 }
+            h.free()   // slot 0
+            e2.free()  // slot 2: cached {h, f, e}, live 3 buffers (450 pages)
+            vr_test_hook_set_flags(Flag.b)
+            t.join()
+            let snapshot = seen.withLock { $0 }
+            #expect(held, "\(row.rawValue): statistics was held in the magazine's census")
+            #expect(snapshot?.liveBuffers == 4 && snapshot?.liveBytes == 454 * page,
+                    "\(row.rawValue): the magazine held {e, f} when slot 0 was read (4 buffers, 454 pages live); the snapshot says \(snapshot.map { "\($0.liveBuffers) buffers, \($0.liveBytes / page) pages" } ?? "nothing")")
+            big.free()
+            small.free()
+        case .statisticsWhileAThreadCacheOwnerIsInside:
+            let other = StepThread()
+            defer { other.finish() }
+            let tid = Atomic<Int32>(0)
+            other.run { tid.store(currentTID(), ordering: .releasing); try! a.allocate(byteCount: 2 * page).free() }
+            arm(0, Int32(VR_HOOK_TCACHE_INSIDE), arg: 1, tid: tid.load(ordering: .acquiring), set: Flag.a, waitAny: Flag.b, times: 1)
+            other.start { try! a.allocate(byteCount: 2 * page).free() }
+            let held = waitForFlags(Flag.a, seconds: 10)
+            let s = a.statistics  // returns: the owner's seq stays odd
+            vr_test_hook_set_flags(Flag.b)
+            other.run {}
+            #expect(held, "\(row.rawValue): the owner was held inside its fast path")
+            #expect(s.liveBuffers == 4 && s.liveBytes == 452 * page,
+                    "\(row.rawValue): the cached span counts as live after 8 tries: \(s.liveBuffers) buffers, \(s.liveBytes / page) pages")
             big.free()
             small.free()
         }

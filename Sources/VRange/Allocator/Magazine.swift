@@ -4,6 +4,7 @@
 // spans still count as allocated in their segment (so it is never dropped
 // under them); the release scan and purge-unit snapshots drain the magazine
 // into the free lists, so this memory is never out of a purger's reach.
+import CVRange
 import Synchronization
 
 struct Magazine: @unchecked Sendable {
@@ -94,6 +95,7 @@ struct Magazine: @unchecked Sendable {
         var seen: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
         for i in 0..<Self.slots {
             let e = words[i].load(ordering: .relaxed)
+            TestHook.fire(Int32(VR_HOOK_ALLOC_MAGAZINE_CENSUS), i)
             if e == 0 || e == seen.0 || e == seen.1 || e == seen.2 || e == seen.3 { continue }
             switch i { case 0: seen.0 = e case 1: seen.1 = e case 2: seen.2 = e default: seen.3 = e }
             n += 1
