@@ -261,7 +261,7 @@ public final class VolatileAllocator: Sendable {
     /// thread's cache) count as free. The thread caches' count is checked
     /// against the caches after the arenas' counts (a cached span that moved
     /// into an arena meanwhile was counted twice), and the snapshot is taken
-    /// again when one moved; after `statisticsTries` tries that all saw a
+    /// again when one moved; after 8 tries that all saw a
     /// move (threads that keep allocating from their caches), the spans in
     /// thread caches count as live in that snapshot. Each arena's figures
     /// are read under its lock.
