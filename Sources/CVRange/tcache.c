@@ -19,6 +19,9 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static vr_tcache *registry;            // under registry_lock
 static _Atomic int barrier_state;      // 0: unknown, 1: registered, -1: unavailable
 static _Atomic uint64_t barriers;
+// Entries taken by drains and exiting threads, and caches gone: changed
+// under registry_lock (vr_tcache_unchanged).
+static _Atomic uint64_t moves;
 
 static long membarrier(int cmd) { return syscall(__NR_membarrier, cmd, 0, 0); }
 
@@ -73,6 +76,7 @@ static void unlink_cache(vr_tcache *c) {
 // Under the lock, with the owner out: hands over the entries of `token`
 // (0: all). Returns how many remain.
 static int take_entries(vr_tcache *c, uint64_t token, vr_tcache_sink sink, void *context) {
+  atomic_fetch_add(&moves, 1);
   int left = 0;
   for (int i = 0; i < VR_TCACHE_ENTRIES; i++) {
     uint64_t t = __atomic_load_n(&c->token[i], __ATOMIC_ACQUIRE);
@@ -163,7 +167,7 @@ int vr_tcache_drain(uint64_t token, int closing, vr_tcache_sink sink, void *cont
     vr_tcache *next = c->next;
     if (c->orphan) {
       if (take_entries(c, token, sink, context) == 0) {
-        unlink_cache(c);
+        unlink_cache(c);  // counted in moves by take_entries
         free(c);
       }
     } else if (c->flagged) {
@@ -188,18 +192,40 @@ void vr_tcache_retire(vr_tcache_sink sink, void *context) {
   // Drainers hold the lock for their whole pass: under it, nobody else
   // touches this cache.
   pthread_mutex_lock(&registry_lock);
-  take_entries(c, 0, sink, context);
+  take_entries(c, 0, sink, context);  // counts in moves: the cache goes away
   unlink_cache(c);
   pthread_mutex_unlock(&registry_lock);
   free(c);
 }
 
-void vr_tcache_census(uint64_t token, uint64_t *spans, uint64_t *pages) {
+// Under the lock: the sum of the live caches' sequence numbers (orphans
+// change only by drains, counted in moves), and whether one is odd.
+static uint64_t seq_sum(int *inside) {
+  uint64_t sum = 0;
+  for (vr_tcache *c = registry; c; c = c->next) {
+    if (c->orphan) continue;
+    uint64_t s = __atomic_load_n(&c->seq, __ATOMIC_ACQUIRE);
+    if (s & 1) *inside = 1;
+    sum += s;
+  }
+  return sum;
+}
+
+// Statistics' census. Under the lock no drain or exit moves entries; an
+// owner's fast path moves them without it, and says so in its seq (odd
+// inside, before any change). A census and a later vr_tcache_unchanged
+// with the same moves and the same sum (sequence numbers only grow; a cache
+// that goes away counts in moves) saw no entry move in between.
+int vr_tcache_census(uint64_t token, uint64_t *spans, uint64_t *pages, uint64_t ticket[2]) {
   uint64_t n = 0, p = 0;
   *spans = 0;
   *pages = 0;
-  if (token == 0) return;
+  ticket[0] = ticket[1] = 0;
+  if (token == 0) return 1;
   pthread_mutex_lock(&registry_lock);
+  int inside = 0;
+  ticket[0] = atomic_load(&moves);
+  ticket[1] = seq_sum(&inside);
   for (vr_tcache *c = registry; c; c = c->next) {
     for (int i = 0; i < VR_TCACHE_ENTRIES; i++) {
       if (__atomic_load_n(&c->token[i], __ATOMIC_RELAXED) != token) continue;
@@ -210,6 +236,18 @@ void vr_tcache_census(uint64_t token, uint64_t *spans, uint64_t *pages) {
   pthread_mutex_unlock(&registry_lock);
   *spans = n;
   *pages = p;
+  return !inside;
+}
+
+int vr_tcache_unchanged(const uint64_t ticket[2]) {
+  // The caller's reads (of magazines, under arenas' locks) come before the
+  // sequence numbers': an entry change they saw shows here.
+  atomic_thread_fence(memory_order_seq_cst);
+  pthread_mutex_lock(&registry_lock);
+  int inside = 0;
+  int same = atomic_load(&moves) == ticket[0] && seq_sum(&inside) == ticket[1] && !inside;
+  pthread_mutex_unlock(&registry_lock);
+  return same;
 }
 
 uint64_t vr_tcache_barriers(void) { return atomic_load(&barriers); }

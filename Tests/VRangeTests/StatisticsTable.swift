@@ -130,6 +130,25 @@ enum AllocatorStatsRow: String, CaseIterable, Sendable {
     /// `releaseFreeMemory` × the last buffer of a segment whose other span
     /// was released before is freed (the release drops the segment).
     case releaseDroppingASegmentWhoseSpanWasReleased
+    /// `statistics` × a drain (releaseFreeMemory) moving a thread's cached
+    /// span into the arena (5-stats2).
+    case statisticsWhileAThreadCacheDrains
+    /// `statistics` × a full thread cache replacing a span (the old one goes
+    /// to the arena's magazine).
+    case statisticsWhileAThreadCacheReplacesASpan
+    /// `statistics` × the owner taking its cached span back and freeing it
+    /// unlocked (into the free lists).
+    case statisticsWhileACachedSpanIsFreedUnlocked
+
+    /// `statistics` reading a magazine × its first slot's span taken and
+    /// put back in a later slot (lock-free) while it reads.
+    case statisticsWhileAMagazineSpanMovesSlots
+    /// `statistics` × a thread cache's owner held inside its fast path: the
+    /// snapshot is taken 8 times, then counts the cached spans as live.
+    case statisticsWhileAThreadCacheOwnerIsInside
+
+    /// Rows about thread caches run with them (and only where they exist).
+    var threadCache: Bool { rawValue.contains("ThreadCache") || rawValue.contains("CachedSpan") }
 }
 
 @Suite("statistics table: cache and allocator", .serialized) struct StatisticsTable {
@@ -220,8 +239,10 @@ enum AllocatorStatsRow: String, CaseIterable, Sendable {
           arguments: AllocatorStatsRow.allCases)
     func allocatorRow(_ row: AllocatorStatsRow) throws {
         guard hooksAvailable("allocatorRow(\(row.rawValue))") else { return }
+        if row.threadCache { guard try threadCachesAvailable("allocatorRow(\(row.rawValue))") else { return } }
         try withHooks {
-            let a = try VolatileAllocator(options: .init(segmentBytes: 1 << 20, releaseDelay: .seconds(600), arenaCount: 1, threadCache: false))
+            let a = try VolatileAllocator(options: .init(segmentBytes: 1 << 20, releaseDelay: .seconds(600), arenaCount: 1,
+                                                         threadCache: row.threadCache))
             try allocatorRowBody(row, a)
             let end = a.statistics
             #expect(end.liveBuffers == 0 && end.liveBytes == 0, "\(row.rawValue): all freed: \(end)")
@@ -267,6 +288,84 @@ enum AllocatorStatsRow: String, CaseIterable, Sendable {
             #expect(s.segments == 1 && r1 == 150 * page, "\(row.rawValue): \(s), r1 \(r1 / page) pages")
             #expect(r1 + r2 == segment2 && s.releasedBytes == r1 + r2,
                     "\(row.rawValue): segment 2 (\(segment2 / page) pages) released once: \(r1 / page) + \(r2 / page) pages, releasedBytes \(s.releasedBytes / page) pages")
+        case .statisticsWhileAThreadCacheDrains, .statisticsWhileAThreadCacheReplacesASpan,
+             .statisticsWhileACachedSpanIsFreedUnlocked:
+            // Another thread (an empty cache of its own) caches spans; the
+            // snapshot counts them once, as free, whichever way one moves
+            // while it is held after counting the caches.
+            let other = StepThread()
+            defer { other.finish() }
+            let sizes = row == .statisticsWhileAThreadCacheReplacesASpan ? Array(2...9) : [2]
+            other.run { for p in sizes { try! a.allocate(byteCount: p * page).free() } }
+            #expect(cached(a).spans == sizes.count, "\(row.rawValue): \(cached(a)) cached")
+            let held = HeldAllocatorOp(.statistics, a)
+            switch row {
+            case .statisticsWhileAThreadCacheDrains:
+                _ = a.releaseFreeMemory()  // the cached span goes to the arena
+            case .statisticsWhileAThreadCacheReplacesASpan:
+                other.run { try! a.allocate(byteCount: 10 * page).free() }  // replaces a span: it goes to the magazine
+            default:
+                other.run {
+                    var b = try! a.allocate(byteCount: 2 * page)  // the cached span
+                    b.unlock()
+                    b.free()  // unlocked: into the free lists
+                }
+            }
+            let (_, snapshot) = held.finish()
+            #expect(snapshot?.liveBuffers == 3 && snapshot?.liveBytes == 450 * page,
+                    "\(row.rawValue): three buffers (450 pages) live before and after; the snapshot says \(snapshot.map { "\($0.liveBuffers) buffers, \($0.liveBytes / page) pages" } ?? "nothing")")
+            big.free()
+            small.free()
+        case .statisticsWhileAMagazineSpanMovesSlots:
+            var e = try a.allocate(byteCount: 2 * page)
+            let f = try a.allocate(byteCount: 3 * page)
+            var h = try a.allocate(byteCount: 4 * page)
+            e.withUnsafeMutableBytes { $0[0] = 1 }
+            h.withUnsafeMutableBytes { $0[0] = 1 }
+            e.free()  // slot 0
+            f.free()  // slot 1: cached {e, f}, live 4 buffers (454 pages)
+            let tid = Atomic<Int32>(0)
+            let go = Atomic<Bool>(false)
+            let seen = Locked<VolatileAllocator.Statistics?>(nil)
+            let t = TestThread {
+                tid.store(currentTID(), ordering: .releasing)
+                _ = waitUntil { go.load(ordering: .acquiring) }
+                let s = a.statistics
+                seen.withLock { $0 = s }
+            }
+            _ = waitUntil { tid.load(ordering: .acquiring) != 0 }
+            arm(1, Int32(VR_HOOK_ALLOC_MAGAZINE_CENSUS), arg: 0, tid: tid.load(ordering: .acquiring),
+                set: Flag.a, waitAny: Flag.b, times: 1)
+            go.store(true, ordering: .releasing)
+            let held = waitForFlags(Flag.a, seconds: 10)
+            var e2 = try a.allocate(byteCount: 2 * page)  // e, from slot 0 (no lock)
+            e2.withUnsafeMutableBytes { $0[0] = 1 }
+            h.free()   // slot 0
+            e2.free()  // slot 2: cached {h, f, e}, live 3 buffers (450 pages)
+            vr_test_hook_set_flags(Flag.b)
+            t.join()
+            let snapshot = seen.withLock { $0 }
+            #expect(held, "\(row.rawValue): statistics was held in the magazine's census")
+            #expect(snapshot?.liveBuffers == 4 && snapshot?.liveBytes == 454 * page,
+                    "\(row.rawValue): the magazine held {e, f} when slot 0 was read (4 buffers, 454 pages live); the snapshot says \(snapshot.map { "\($0.liveBuffers) buffers, \($0.liveBytes / page) pages" } ?? "nothing")")
+            big.free()
+            small.free()
+        case .statisticsWhileAThreadCacheOwnerIsInside:
+            let other = StepThread()
+            defer { other.finish() }
+            let tid = Atomic<Int32>(0)
+            other.run { tid.store(currentTID(), ordering: .releasing); try! a.allocate(byteCount: 2 * page).free() }
+            arm(0, Int32(VR_HOOK_TCACHE_INSIDE), arg: 1, tid: tid.load(ordering: .acquiring), set: Flag.a, waitAny: Flag.b, times: 1)
+            other.start { try! a.allocate(byteCount: 2 * page).free() }
+            let held = waitForFlags(Flag.a, seconds: 10)
+            let s = a.statistics  // returns: the owner's seq stays odd
+            vr_test_hook_set_flags(Flag.b)
+            other.run {}
+            #expect(held, "\(row.rawValue): the owner was held inside its fast path")
+            #expect(s.liveBuffers == 4 && s.liveBytes == 452 * page,
+                    "\(row.rawValue): the cached span counts as live after 8 tries: \(s.liveBuffers) buffers, \(s.liveBytes / page) pages")
+            big.free()
+            small.free()
         }
         first.free()
     }

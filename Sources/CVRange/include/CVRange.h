@@ -326,7 +326,8 @@ enum {
   VR_HOOK_ALLOC_SLAB_BUSY = 22,      // allocator: a slab page word is busy (arg: 1 first lock, 2 last unlock)
   VR_HOOK_ALLOC_FORK_PREPARE = 23,   // allocator: the at-fork prepare handler, before it takes the arenas' locks
   VR_HOOK_PURGER_LOOP = 24,         // a purger's thread: back from poll, before its sources and budget
-  VR_HOOK_POINTS = 25,
+  VR_HOOK_ALLOC_MAGAZINE_CENSUS = 25, // allocator: statistics read a magazine slot, under the arena's lock (arg: slot)
+  VR_HOOK_POINTS = 26,
 };
 
 /// Whether this build has the hook points compiled in.

@@ -42,6 +42,7 @@ typedef struct vr_tcache {
   uint32_t victim; // next entry to replace when full (owner only)
   uint16_t orphan;  // its thread is gone (the child of a fork); under the registry lock
   uint16_t flagged; // a drain in progress stopped it; under the registry lock
+  uint64_t seq;     // owner only: odd inside a fast path, one more at each enter and leave (statistics' check)
   uint64_t token[VR_TCACHE_ENTRIES];
   uintptr_t segment[VR_TCACHE_ENTRIES];
   uint64_t span[VR_TCACHE_ENTRIES];
@@ -61,13 +62,22 @@ static inline int vr_tcache_enter(vr_tcache *c, uint64_t token) {
   // Only the compiler may not move the load above the store; the processor
   // may, and the drainer's membarrier covers that.
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
-  if (__atomic_load_n(&c->drain, __ATOMIC_ACQUIRE) == 0) return 1;
+  if (__atomic_load_n(&c->drain, __ATOMIC_ACQUIRE) == 0) {
+    // Odd before any entry changes (a release fence: no instruction on
+    // x86): whoever sees a change, or what follows from it, sees this.
+    __atomic_store_n(&c->seq, __atomic_load_n(&c->seq, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    return 1;
+  }
   __atomic_store_n(&c->active, 0, __ATOMIC_RELEASE);
   return 0;
 }
 
-/// Owner: leaves the fast path.
-static inline void vr_tcache_leave(vr_tcache *c) { __atomic_store_n(&c->active, 0, __ATOMIC_RELEASE); }
+/// Owner: leaves the fast path (entered: vr_tcache_enter returned 1).
+static inline void vr_tcache_leave(vr_tcache *c) {
+  __atomic_store_n(&c->seq, __atomic_load_n(&c->seq, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
+  __atomic_store_n(&c->active, 0, __ATOMIC_RELEASE);
+}
 
 /// Owner, entered: takes a span of exactly `pages` pages of allocator
 /// `token`. Returns 1 with *segment and *page set, else 0.
@@ -130,8 +140,16 @@ int vr_tcache_drain(uint64_t token, int closing, vr_tcache_sink sink, void *cont
 /// unregisters and frees the cache; no cache is made for it again.
 void vr_tcache_retire(vr_tcache_sink sink, void *context);
 
-/// Spans and pages of allocator `token` in all caches now (a snapshot).
-void vr_tcache_census(uint64_t token, uint64_t *spans, uint64_t *pages);
+/// Spans and pages of allocator `token` in all caches now (a snapshot),
+/// and a ticket for vr_tcache_unchanged. Returns 0 when an owner was inside
+/// its fast path (the count may be torn: take another), else 1.
+int vr_tcache_census(uint64_t token, uint64_t *spans, uint64_t *pages, uint64_t ticket[2]);
+
+/// Whether no cache changed since the census that gave `ticket`: no fast
+/// path entered, no drain or exiting thread took entries, no cache went
+/// away. Then the census's spans were in the caches throughout, and nowhere
+/// else, for whatever the caller read in between (statistics' arenas).
+int vr_tcache_unchanged(const uint64_t ticket[2]);
 
 /// Test only: membarrier calls made by drains so far.
 uint64_t vr_tcache_barriers(void);

@@ -4,6 +4,7 @@
 // spans still count as allocated in their segment (so it is never dropped
 // under them); the release scan and purge-unit snapshots drain the magazine
 // into the free lists, so this memory is never out of a purger's reach.
+import CVRange
 import Synchronization
 
 struct Magazine: @unchecked Sendable {
@@ -85,12 +86,20 @@ struct Magazine: @unchecked Sendable {
         return nil
     }
 
-    /// Spans and bytes held now (a snapshot, for statistics).
+    /// Spans and bytes held (for statistics, under the arena's lock). Each
+    /// span counts once: one taken from a slot after it was read and put
+    /// back in a later slot (lock-free, while this reads) is the same entry
+    /// (no other span of its arena can overlap it: that needs the lock).
     func census(pageShift: Int) -> (spans: Int, bytes: Int) {
         var n = 0, b = 0
+        var seen: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
         for i in 0..<Self.slots {
             let e = words[i].load(ordering: .relaxed)
-            if e != 0 { n += 1; b += Int(e & 0x3F_FFFF) << pageShift }
+            TestHook.fire(Int32(VR_HOOK_ALLOC_MAGAZINE_CENSUS), i)
+            if e == 0 || e == seen.0 || e == seen.1 || e == seen.2 || e == seen.3 { continue }
+            switch i { case 0: seen.0 = e case 1: seen.1 = e case 2: seen.2 = e default: seen.3 = e }
+            n += 1
+            b += Int(e & 0x3F_FFFF) << pageShift
         }
         return (n, b)
     }

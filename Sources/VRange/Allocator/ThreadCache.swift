@@ -128,9 +128,34 @@ enum ThreadCache {
 
     /// Spans and pages of allocator `token` cached now (a snapshot).
     static func census(token: UInt64) -> (spans: Int, pages: Int) {
-        guard token != 0 else { return (0, 0) }
-        var spans: UInt64 = 0, pages: UInt64 = 0
-        vr_tcache_census(token, &spans, &pages)
-        return (Int(spans), Int(pages))
+        let c = Census(token: token)
+        return (c.spans, c.pages)
+    }
+
+    /// A count of allocator `token`'s cached spans that can be checked later:
+    /// `unchanged` says whether no cached span moved since (vr_tcache_census).
+    struct Census {
+        var spans = 0, pages = 0
+        /// False when an owner was inside its fast path: the count may be torn.
+        var consistent = true
+        private var ticket: (UInt64, UInt64) = (0, 0)
+
+        init(token: UInt64) {
+            guard token != 0 else { return }
+            var n: UInt64 = 0, p: UInt64 = 0
+            var t: [UInt64] = [0, 0]
+            consistent = vr_tcache_census(token, &n, &p, &t) != 0
+            spans = Int(n)
+            pages = Int(p)
+            ticket = (t[0], t[1])
+        }
+
+        /// Whether every cache is as it was at the census (and the census
+        /// was consistent).
+        var unchanged: Bool {
+            guard consistent else { return false }
+            let t = [ticket.0, ticket.1]
+            return vr_tcache_unchanged(t) != 0
+        }
     }
 }

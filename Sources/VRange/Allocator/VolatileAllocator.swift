@@ -251,13 +251,48 @@ public final class VolatileAllocator: Sendable {
     }
 
     /// A snapshot of what the allocator holds.
+    ///
+    /// Taken while other threads allocate and free, it is not one instant's
+    /// state, but every figure keeps its invariants under every
+    /// interleaving: `liveBuffers` and `liveBytes` are never negative and
+    /// count the same buffers (no span is counted twice, as live or as
+    /// free); a buffer allocated or freed while the snapshot runs counts as
+    /// live or as free, once. Spans kept for reuse (an arena's magazine, a
+    /// thread's cache) count as free. The thread caches' count is checked
+    /// against the caches after the arenas' counts (a cached span that moved
+    /// into an arena meanwhile was counted twice), and the snapshot is taken
+    /// again when one moved; after 8 tries that all saw a
+    /// move (threads that keep allocating from their caches), the spans in
+    /// thread caches count as live in that snapshot. Each arena's figures
+    /// are read under its lock.
     public var statistics: Statistics {
+        let token = config.cacheToken
+        guard token != 0 else { return arenaStatistics() }
+        var s: Statistics
+        var attempt = 0
+        repeat {
+            attempt += 1
+            let cached = ThreadCache.Census(token: token)
+            s = arenaStatistics()
+            if cached.unchanged {
+                // The counted spans stayed in the caches while the arenas
+                // were read: in no magazine, counted live by their arenas.
+                s.liveBuffers -= cached.spans
+                s.liveBytes -= cached.pages << config.pageShift
+                return s
+            }
+            sched_yield()
+        } while attempt < Self.statisticsTries
+        return s  // the thread caches' spans count as live
+    }
+
+    /// Snapshots taken before the thread-cache spans count as live.
+    static let statisticsTries = 8
+
+    /// The arenas' figures, spans in thread caches counted as live.
+    private func arenaStatistics() -> Statistics {
         var s = Statistics(liveBuffers: 0, liveBytes: 0, segments: 0, mappedBytes: 0, segmentsCreated: 0,
                            segmentsDropped: 0, releasedBytes: 0, metadataBytes: 0)
-        // Spans in thread caches count as free.
-        let cached = ThreadCache.census(token: config.cacheToken)
-        s.liveBuffers -= cached.spans
-        s.liveBytes -= cached.pages << config.pageShift
         for arena in arenas {
             TestHook.entered(.statistics)
             arena.state.withLock { a in
@@ -266,10 +301,8 @@ public final class VolatileAllocator: Sendable {
                 // a drain (which needs it) between this count and the
                 // arena's counters subtracted a span twice.
                 let cached = arena.magazine.census(pageShift: config.pageShift)
-                s.liveBuffers -= cached.spans
-                s.liveBytes -= cached.bytes
-                s.liveBuffers += a.liveBuffers
-                s.liveBytes += a.liveBytes
+                s.liveBuffers += a.liveBuffers - cached.spans
+                s.liveBytes += a.liveBytes - cached.bytes
                 s.segments += a.segmentCount
                 s.mappedBytes += a.mappedBytes
                 s.segmentsCreated += a.segmentsCreated
