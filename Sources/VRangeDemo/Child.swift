@@ -2,7 +2,8 @@
 // (plain or VRange, with a purger), starts the viewers and the competing
 // allocation, and reports a sample every --sample-ms and every pressure
 // event to the parent on stdout (see Protocol.swift) until its time is up
-// or the kernel kills it.
+// (with --until-filled: and its cache and competitor are full) or the
+// kernel kills it.
 import VRange
 #if canImport(Glibc)
 import Glibc
@@ -10,7 +11,7 @@ import Glibc
 
 func runChild(_ o: Options, kind: CacheKind) -> Never {
     let parent = getppid()
-    alarm(UInt32(o.duration) + 60)  // a watchdog: never outlive a hung parent for long
+    alarm(UInt32(o.longestRun) + 60)  // a watchdog: never outlive a hung parent for long
     let cgroup = o.cgroup.map { MemoryCgroup(version: readText($0 + "/memory.current") != nil ? .v2 : .v1, dir: $0) }
     if let cgroup {
         do { try cgroup.add() } catch {
@@ -40,13 +41,14 @@ func runChild(_ o: Options, kind: CacheKind) -> Never {
         for note in purger!.statistics().source.notes { emit("N purger note: \(note)") }
     }
 
-    let start = monotonicSeconds(), deadline = start + o.duration
+    let start = monotonicSeconds()
+    let end = RunEnd(start + o.duration)
     let competitor = Competitor(peak: o.noPressure ? 0 : o.competitorMiB << 20, scenario: o.scenario)
-    var threads = [Thread { competitor.run(start: start, deadline: deadline) }]
+    var threads = [Thread { competitor.run(start: start, end: end) }]
     for v in 0..<o.threads {
         threads.append(Thread {
             var viewer = Viewer(index: v, columns: shape.columns, rows: shape.rows)
-            while monotonicSeconds() < deadline {
+            while end.isAhead {
                 for key in viewer.next() where cache.serve(key, work) {
                     work.counters.hits.add(1, ordering: .relaxed)
                 }
@@ -89,7 +91,20 @@ func runChild(_ o: Options, kind: CacheKind) -> Never {
     }
     let period = Double(o.sampleMilliseconds) / 1000
     var next = start + period
-    while monotonicSeconds() < deadline {
+    // With --until-filled the run goes on, a period at a time, until the
+    // cache was handed its cost limit in tiles and the competitor is at its
+    // peak (state, not the machine's speed, decides when it is over).
+    func filled() -> Bool {
+        let c = work.counters
+        let handed = (c.renders.load(ordering: .relaxed) + c.rebuilds.load(ordering: .relaxed)) * o.tileBytes
+        return handed >= o.cacheMiB << 20 && competitor.bytes.load(ordering: .relaxed) >= competitor.peakBytes
+    }
+    while true {
+        if !end.isAhead {
+            let now = monotonicSeconds()
+            guard o.untilFilled, now < start + o.longestRun, !filled() else { break }
+            end.extend(to: now + period)
+        }
         let wait = next - monotonicSeconds()
         if wait > 0 { usleep(UInt32(wait * 1e6)) }
         next += period

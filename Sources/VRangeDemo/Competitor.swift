@@ -40,12 +40,14 @@ final class Competitor: Sendable {
         return Int(Double(peak) * fraction) / Self.chunk * Self.chunk
     }
 
-    /// Follows the shape until `deadline` (monotonic seconds); `start` is
-    /// the run's start.
-    func run(start: Double, deadline: Double) {
+    /// What it holds at its peak (whole chunks).
+    var peakBytes: Int { peak / Self.chunk * Self.chunk }
+
+    /// Follows the shape until the run's end; `start` is the run's start.
+    func run(start: Double, end: RunEnd) {
         var chunks: [UnsafeMutableRawPointer] = []
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        while monotonicSeconds() < deadline {
+        while end.isAhead {
             let want = target(at: monotonicSeconds() - start)
             while chunks.count * Self.chunk < want {
                 guard let p = mmap(nil, Self.chunk, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),

@@ -31,6 +31,7 @@ struct Options {
     var threads = 2
     var scenario = Scenario.wave
     var noPressure = false
+    var untilFilled = false
     var only: CacheKind?
     var chartPath = "vrange-demo.svg"
     var jsonPath: String?
@@ -62,6 +63,10 @@ struct Options {
                               spike (jumps to its peak), steady (grows once, stays)
                               (default wave)
           --no-pressure       no cgroup, no competitor, no budget: a baseline
+          --until-filled      a run goes on past --duration until its cache was
+                              handed --cache MiB of tiles and the competitor is
+                              at its peak (at most 4 x --duration): the outcome
+                              then does not depend on how fast this machine is
           --only plain|vrange run one of the two
           --chart PATH        where the SVG chart goes (default vrange-demo.svg)
           --json PATH         also write a machine-readable report there
@@ -110,6 +115,7 @@ struct Options {
                 }
                 o.scenario = s
             case "--no-pressure": o.noPressure = true
+            case "--until-filled": o.untilFilled = true
             case "--only":
                 let text = value()
                 guard let k = CacheKind(rawValue: text) else { fail("--only \(text): plain or vrange") }
@@ -135,10 +141,14 @@ struct Options {
                  "--tile", "\(tileSide)", "--octaves", "\(octaves)", "--threads", "\(threads)",
                  "--scenario", scenario.rawValue, "--sample-ms", "\(sampleMilliseconds)"]
         if noPressure { a.append("--no-pressure") }
+        if untilFilled { a.append("--until-filled") }
         return a
     }
 
     var tileBytes: Int { tileSide * tileSide * 4 }
+    /// The longest a run may last: `duration`, or four times it with
+    /// `--until-filled`.
+    var longestRun: Double { untilFilled ? duration * 4 : duration }
     /// Tiles in the map: the working set.
     var tileCount: Int { max(16, (workingSetMiB << 20) / tileBytes) }
 }

@@ -83,7 +83,7 @@ func run(_ kind: CacheKind, _ o: Options, _ mode: PressureMode, _ live: Live) ->
     reading: while true {
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         let ready = poll(&p, 1, 200)
-        if monotonicSeconds() - started > o.duration + 30 {
+        if monotonicSeconds() - started > o.longestRun + 30 {
             live.message("the \(kind.rawValue) run does not end: killing it")
             kill(pid, SIGKILL)
         }
