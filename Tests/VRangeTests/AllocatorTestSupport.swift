@@ -45,11 +45,7 @@ func forkedWithWatchdog(seconds: Double = 10, _ child: () -> Int32) -> Int32? {
     let pid = fork()
     if pid == 0 {
         vr_test_hook_reset()  // the parent's rules are not the child's
-        var unblock = sigset_t()
-        sigemptyset(&unblock)
-        sigaddset(&unblock, SIGALRM)
-        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
-        alarm(UInt32(seconds) + 5)  // a backstop: the parent kills it first
+        childWatchdog(UInt32(seconds) + 5)  // a backstop: the parent kills it first
         _exit(child())
     }
     var status: Int32 = 0

@@ -8,22 +8,6 @@ import Testing
 import Glibc
 #endif
 
-/// A held window: one thread `hold()`s until another `open()`s it (bounded).
-final class Gate: Sendable {
-    private let reachedFlag = Atomic<Bool>(false)
-    private let openFlag = Atomic<Bool>(false)
-    /// Marks the window reached, then waits until opened (at most `seconds`).
-    func hold(seconds: Double = 10) {
-        reachedFlag.store(true, ordering: .releasing)
-        _ = waitUntil(seconds: seconds) { openFlag.load(ordering: .acquiring) }
-    }
-    func open() { openFlag.store(true, ordering: .releasing) }
-    var reached: Bool { reachedFlag.load(ordering: .acquiring) }
-    var isOpen: Bool { openFlag.load(ordering: .acquiring) }
-    /// Waits until a thread holds here; false after `seconds`.
-    func waitReached(seconds: Double = 10) -> Bool { waitUntil(seconds: seconds) { reached } }
-}
-
 /// A cache on an allocator that keeps freed memory (no release in tests).
 func regressionCache(costLimit: Int = .max, shards: Int = 4, rebuild: PurgeableCache<Int>.Rebuild? = nil) -> PurgeableCache<Int> {
     let a = try! VolatileAllocator(options: .init(releaseDelay: .seconds(600)))

@@ -29,25 +29,6 @@ func reserveHugePages(_ needed: Int, test: String) -> (restore: () -> Void, rese
     return ({ _ = FileHugePageTests.write(path, before) }, free == 0)
 }
 
-/// Whether this process runs under ThreadSanitizer, which does not support
-/// fork() of a multithreaded process (.ci/sanitizers skips the fork tests
-/// for that reason): the fork tests of the files layer say so and skip.
-
-func forkTestsRunHere(_ test: String) -> Bool {
-    if !underThreadSanitizer { return true }
-    print("NOTE: \(test): fork() of a multithreaded process is unsupported under ThreadSanitizer: it did not run")
-    return false
-}
-
-/// Unblocks SIGALRM and arms it: a hang in a child dies of SIGALRM.
-func childWatchdog(_ seconds: UInt32) {
-    var unblock = sigset_t()
-    sigemptyset(&unblock)
-    sigaddset(&unblock, SIGALRM)
-    pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
-    alarm(seconds)
-}
-
 @Suite("Shared files, issue 18 regressions", .serialized) struct FileIssue18Tests {
     // MARK: - 5g
 
@@ -294,7 +275,7 @@ func childWatchdog(_ seconds: UInt32) {
     /// within a bound. Before the fix the child inherited the mutex locked
     /// and its first purge never returned (the child died of its alarm).
     @Test func forkWhileAPurgeIsHeld() async {
-        guard forkTestsRunHere("forkWhileAPurgeIsHeld") else { return }
+        guard forkTestsRun("forkWhileAPurgeIsHeld") else { return }
         await #expect(processExitsWith: .success) {
             childWatchdog(60)
             let f = try! VolatileFile(byteCount: 8 * page)
@@ -348,11 +329,11 @@ func childWatchdog(_ seconds: UInt32) {
         guard hooksAvailable("voteRacingItsMappingsCloseNeverBecomesAnotherMappersVote") else { return }
         let f = try VolatileFile(byteCount: 4 * page, options: .init(maxMappers: 4))
         let m = try f.map()
-        let gate = FileGate()
+        let gate = Gate()
         holdAt(.fastMark(0..<1), of: f, gate: gate)
         defer { f.testHook.withLock { $0 = nil } }
         let voter = TestThread { try? m.markVolatile(0..<page) }
-        #expect(waitUntil { gate.isHeld })
+        #expect(waitUntil { gate.reached })
         m.close()
         let m2 = try f.map()
         gate.open()

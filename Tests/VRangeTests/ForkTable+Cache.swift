@@ -48,15 +48,6 @@ enum CacheForkWindow: String, CaseIterable, Codable, Sendable {
     }
 }
 
-/// Whether this process runs under ThreadSanitizer, which does not support
-/// fork() of a multithreaded process (.ci/sanitizers skips the other fork
-/// tests for it); says so when it does.
-func forkUnsupportedHere(_ test: String) -> Bool {
-    guard dlsym(nil, "__tsan_init") != nil else { return false }
-    print("NOTE: \(test) forks a multithreaded process, which ThreadSanitizer does not support; it did not run")
-    return true
-}
-
 /// Writes `line` to stderr unbuffered (an exit test's `_exit` flushes no
 /// stdio buffer).
 func sayToStderr(_ line: String) {
@@ -121,7 +112,7 @@ func useCacheInForkChild(_ cache: PurgeableCache<Int>, values: PurgeableValueCac
     #if DEBUG
     @Test("fork while another thread is held inside a cache operation: the child uses the cache and exits", arguments: CacheForkWindow.allCases)
     func forkWhileHeld(_ window: CacheForkWindow) async {
-        if forkUnsupportedHere("CacheForkTable") { return }
+        guard forkTestsRun("CacheForkTable") else { return }
         await Self.row(window)
     }
 

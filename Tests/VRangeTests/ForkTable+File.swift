@@ -112,20 +112,20 @@ import Glibc
 
     @Test(arguments: rows.indices)
     func forkWhileHeld(_ index: Int) async {
-        guard hooksAvailable("forkWhileHeld"), forkTestsRunHere("forkWhileHeld") else { return }
+        guard hooksAvailable("forkWhileHeld"), forkTestsRun("forkWhileHeld") else { return }
         setenv("VRANGE_FORK_TABLE_ROW", "\(index)", 1)
         await #expect(processExitsWith: .success, "row \(Self.rows[index])") {
             let row = ForkTableFile.rows[environmentInt("VRANGE_FORK_TABLE_ROW", 0)]
             childWatchdog(60)
             let (f, m) = try! tableFile(mechanism: .mprotect)
             let (a, b) = try! Kernel.socketPair()
-            let gate = FileGate()
+            let gate = Gate()
             f.testHook.withLock { $0 = { p in
-                guard ForkTableFile.matches(p, row.point), !gate.held.exchange(true, ordering: .relaxed) else { return }
-                _ = waitUntil { gate.go.load(ordering: .relaxed) }
+                guard ForkTableFile.matches(p, row.point) else { return }
+                gate.holdFirst()
             } }
             let worker = TestThread { ForkTableFile.reach(row.point, f, m, socket: a) }
-            guard waitUntil({ gate.isHeld }) else { print("\(row): the point was not reached"); _exit(10) }
+            guard waitUntil({ gate.reached }) else { print("\(row): the point was not reached"); _exit(10) }
             let status = Atomic<Int32>(-1)
             let prepared = vr_files_prepare_count()
             let forker = TestThread { status.store(forked { ForkTableFile.childWork(f, m) }, ordering: .relaxed) }

@@ -111,7 +111,7 @@ func useFirstCreationInForkChild(_ row: FirstCreation, allocator: VolatileAlloca
     #if DEBUG
     @Test("fork while another thread makes the process's first object of a layer: both processes go on", arguments: FirstCreation.allCases)
     func forkDuringFirstCreation(_ row: FirstCreation) async {
-        if forkUnsupportedHere("ForkFirstCreationTable") { return }
+        guard forkTestsRun("ForkFirstCreationTable") else { return }
         await #expect(processExitsWith: .success) { [row] in
             alarm(40)
             let allocator = try! VolatileAllocator(options: .init(releaseDelay: .seconds(600)))

@@ -60,7 +60,7 @@ func usePurgerInForkChild(_ purger: Purger, held: HoldingMemory) -> Int32 {
     #if DEBUG
     @Test("fork while another thread is held inside a purger operation: the child uses the purger and exits", arguments: PurgerForkWindow.allCases)
     func forkWhileHeld(_ window: PurgerForkWindow) async {
-        if forkUnsupportedHere("PurgerForkTable") { return }
+        guard forkTestsRun("PurgerForkTable") else { return }
         await #expect(processExitsWith: .success) { [window] in
             alarm(60)
             let purger = try! Purger(.init(budget: window == .purgerThreadInsidePurge ? 0 : 1 << 40, pressureSources: .none))

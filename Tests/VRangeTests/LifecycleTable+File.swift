@@ -81,20 +81,12 @@ func tableFile(mechanism: FaultMechanism = .automatic) throws -> (VolatileFile, 
     return (f, m)
 }
 
-/// Where a held operation waits: `held` says it arrived, `go` lets it on.
-final class FileGate: Sendable {
-    let held = Atomic<Bool>(false)
-    let go = Atomic<Bool>(false)
-    var isHeld: Bool { held.load(ordering: .relaxed) }
-    func open() { go.store(true, ordering: .relaxed) }
-}
-
 /// Holds the first thread that reaches `point` of `f` at `gate`. Captures
 /// no file or mapping.
-func holdAt(_ point: FileHookPoint, of f: VolatileFile, gate: FileGate) {
+func holdAt(_ point: FileHookPoint, of f: VolatileFile, gate: Gate) {
     f.testHook.withLock { $0 = { p in
-        guard p == point, !gate.held.exchange(true, ordering: .relaxed) else { return }
-        _ = waitUntil { gate.go.load(ordering: .relaxed) }
+        guard p == point else { return }
+        gate.holdFirst()
     } }
 }
 
@@ -131,7 +123,7 @@ func holdAt(_ point: FileHookPoint, of f: VolatileFile, gate: FileGate) {
         let objects = Objects()
         weak var weakFile: VolatileFile?
         weak var weakMapping: FileMapping?
-        let gate = FileGate()
+        let gate = Gate()
         let outcome = Mutex<String?>(nil)
         var purger: Purger?
         do {
@@ -152,7 +144,7 @@ func holdAt(_ point: FileHookPoint, of f: VolatileFile, gate: FileGate) {
             purger = try testPurger(.init(budget: 0, pressureSources: .none, tick: .milliseconds(5)))
             purger!.register(objects.lock.withLock { $0.0! })
         }
-        #expect(waitUntil { gate.isHeld }, "the operation reached its hook")
+        #expect(waitUntil { gate.reached }, "the operation reached its hook")
         let dataFD = objects.lock.withLock { $0.0!.descriptors.data }
         let mappedBase = objects.lock.withLock { $0.1!.mappedBase }
         // The closer, on this thread, while the operation is held.

@@ -193,7 +193,7 @@ extension PeerSlotTests {
     /// child maps, writes, purges (the peer still holds the lock:
     /// `.peerNotResponding`) and closes the file.
     @Test func forkWhileAPurgeWaitsForAStalledPeer() throws {
-        guard forkTestsRunHere("forkWhileAPurgeWaitsForAStalledPeer"), hooksAvailable("forkWhileAPurgeWaitsForAStalledPeer") else { return }
+        guard forkTestsRun("forkWhileAPurgeWaitsForAStalledPeer"), hooksAvailable("forkWhileAPurgeWaitsForAStalledPeer") else { return }
         let f = try VolatileFile(byteCount: 8 * page)
         try f.markVolatile(bytes(0..<8))
         let peer = try peerHeldInAPurge(of: f, pages: 0..<8, at: "locked", kill: 0)

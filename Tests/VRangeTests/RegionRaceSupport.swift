@@ -13,14 +13,19 @@ import Glibc
 /// Returns the child's wait status.
 func forkedWithAlarm(seconds: UInt32 = 10, _ body: () -> Int32) -> Int32 {
     forked {
-        var unblock = sigset_t()
-        sigemptyset(&unblock)
-        sigaddset(&unblock, SIGALRM)
-        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
-        signal(SIGALRM, SIG_DFL)
-        alarm(seconds)
+        childWatchdog(seconds)
         return body()
     }
+}
+
+/// Unblocks SIGALRM and arms it: a hang in a child dies of SIGALRM.
+func childWatchdog(_ seconds: UInt32) {
+    var unblock = sigset_t()
+    sigemptyset(&unblock)
+    sigaddset(&unblock, SIGALRM)
+    pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
+    signal(SIGALRM, SIG_DFL)
+    alarm(seconds)
 }
 
 /// A wait status in words, for failure messages.
