@@ -255,22 +255,7 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     /// or its entry was purged (the entry is dropped then). Never rebuilds.
     @inlinable
     public func bytes(forKey key: Key) -> [UInt8]? {
-        var dropped: CacheEntry<Key>?
-        defer { _ = dropped }
-        let s = shard(key)
-        return shards[s].withLock { st -> [UInt8]? in
-            hook(.locked(.lookup))
-            guard let e = st.map[key] else {
-                st.stats.misses += 1
-                return nil
-            }
-            if !e.acquire() {
-                dropped = drop(e, from: &st)
-                st.stats.purgedMisses += 1
-                return nil
-            }
-            st.stats.hits += 1
-            st.touch(e)
+        hit(key, .lookup) { e in
             let copy = e.withBytes { [UInt8]($0) }
             e.release()
             return copy
@@ -284,21 +269,7 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     ///   its entry was purged (the entry is dropped then). Never rebuilds.
     @inlinable
     public func copyBytes(forKey key: Key, into destination: UnsafeMutableRawBufferPointer) -> Int? {
-        var dropped: CacheEntry<Key>?
-        defer { _ = dropped }
-        return shards[shard(key)].withLock { st -> Int? in
-            hook(.locked(.copy))
-            guard let e = st.map[key] else {
-                st.stats.misses += 1
-                return nil
-            }
-            if !e.acquire() {
-                dropped = drop(e, from: &st)
-                st.stats.purgedMisses += 1
-                return nil
-            }
-            st.stats.hits += 1
-            st.touch(e)
+        hit(key, .copy) { e in
             let n = e.withBytes { raw in
                 let n = min(raw.count, destination.count)
                 if n > 0 { destination.baseAddress!.copyMemory(from: raw.baseAddress!, byteCount: n) }
@@ -329,10 +300,23 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
     /// purged (dropped then).
     @inlinable
     func checkOut(_ key: Key) -> (CacheEntry<Key>, UnsafeRawBufferPointer)? {
+        hit(key, .checkOut) { e in
+            e.readers += 1
+            return (e, e.withBytes { $0 })
+        }
+    }
+
+    /// One lookup of `key` under its shard's lock, counted once: a miss when
+    /// absent; a purged miss when its buffer was purged (the entry is
+    /// dropped, and freed after the lock); otherwise a hit: the entry is
+    /// touched and `found` runs on it, locked (acquired), still under the
+    /// shard's lock. `found` releases it or keeps it for a reader.
+    @inlinable
+    func hit<R>(_ key: Key, _ operation: CacheOperation, _ found: (CacheEntry<Key>) -> R) -> R? {
         var dropped: CacheEntry<Key>?
         defer { _ = dropped }
-        return shards[shard(key)].withLock { st -> (CacheEntry<Key>, UnsafeRawBufferPointer)? in
-            hook(.locked(.checkOut))
+        return shards[shard(key)].withLock { st -> R? in
+            hook(.locked(operation))
             guard let e = st.map[key] else {
                 st.stats.misses += 1
                 return nil
@@ -344,8 +328,7 @@ public final class PurgeableCache<Key: Hashable & Sendable>: Sendable {
             }
             st.stats.hits += 1
             st.touch(e)
-            e.readers += 1
-            return (e, e.withBytes { $0 })
+            return found(e)
         }
     }
 
