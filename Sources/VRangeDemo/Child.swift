@@ -41,8 +41,8 @@ func runChild(_ o: Options, kind: CacheKind) -> Never {
         for note in purger!.statistics().source.notes { emit("N purger note: \(note)") }
     }
 
-    let start = monotonicSeconds()
-    let end = RunEnd(start + o.duration)
+    let start = monotonicSeconds(), deadline = start + o.duration
+    let end = RunEnd()
     let competitor = Competitor(peak: o.noPressure ? 0 : o.competitorMiB << 20, scenario: o.scenario)
     var threads = [Thread { competitor.run(start: start, end: end) }]
     for v in 0..<o.threads {
@@ -91,7 +91,7 @@ func runChild(_ o: Options, kind: CacheKind) -> Never {
     }
     let period = Double(o.sampleMilliseconds) / 1000
     var next = start + period
-    // With --until-filled the run goes on, a period at a time, until the
+    // The run ends at its deadline; with --until-filled it goes on until the
     // cache was handed its cost limit in tiles and the competitor is at its
     // peak (state, not the machine's speed, decides when it is over).
     func filled() -> Bool {
@@ -100,17 +100,15 @@ func runChild(_ o: Options, kind: CacheKind) -> Never {
         return handed >= o.cacheMiB << 20 && competitor.bytes.load(ordering: .relaxed) >= competitor.peakBytes
     }
     while true {
-        if !end.isAhead {
-            let now = monotonicSeconds()
-            guard o.untilFilled, now < start + o.longestRun, !filled() else { break }
-            end.extend(to: now + period)
-        }
+        let now = monotonicSeconds()
+        if now >= deadline, !(o.untilFilled && now < start + o.longestRun && !filled()) { break }
         let wait = next - monotonicSeconds()
         if wait > 0 { usleep(UInt32(wait * 1e6)) }
         next += period
         if getppid() != parent { exit(5) }  // the parent is gone: nobody to report to
         sample()
     }
+    end.finish()
     for t in threads { t.join() }
     sample()
     if let st = purger?.statistics() {

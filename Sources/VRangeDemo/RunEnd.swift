@@ -1,16 +1,13 @@
-// When a run ends: a deadline in monotonic seconds that the run's own
-// sampling loop may push back (--until-filled), read by the viewers and the
-// competitor.
+// When a run ends: decided by the run's own sampling loop (its time is up,
+// and with --until-filled its cache and competitor are full), and read by
+// the viewers and the competitor, which go on until then.
 import Synchronization
 
 final class RunEnd: Sendable {
-    private let bits: Atomic<UInt64>
+    private let over = Atomic<Bool>(false)
 
-    init(_ deadline: Double) { bits = Atomic(deadline.bitPattern) }
-
-    var deadline: Double { Double(bitPattern: bits.load(ordering: .relaxed)) }
     /// Whether the run is still on.
-    var isAhead: Bool { monotonicSeconds() < deadline }
-    /// Moves the end to `deadline` (only the sampling loop calls it).
-    func extend(to deadline: Double) { bits.store(deadline.bitPattern, ordering: .relaxed) }
+    var isAhead: Bool { !over.load(ordering: .relaxed) }
+    /// Ends the run (only the sampling loop calls it).
+    func finish() { over.store(true, ordering: .relaxed) }
 }
