@@ -158,6 +158,16 @@ int vr_ofd_probe(int fd, off_t byte, int *held_out) {
   return 0;
 }
 
+int vr_ofd_probe_range(int fd, off_t start, off_t count, int64_t *end_out) {
+  struct flock l;
+  byte_lock(&l, F_WRLCK, start);
+  l.l_len = count;
+  if (fcntl(fd, F_OFD_GETLK, &l) != 0) return errno;
+  if (l.l_type == F_UNLCK) *end_out = 0;
+  else *end_out = l.l_len == 0 ? INT64_MAX : (int64_t)(l.l_start + l.l_len);
+  return 0;
+}
+
 // MARK: - Unix sockets
 
 // SCM_MAX_FD of the kernel: the most descriptors one message can carry.

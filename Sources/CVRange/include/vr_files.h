@@ -70,6 +70,10 @@ int vr_ofd_unlock(int fd, off_t byte);
 /// file description holds a lock on it, else 0. Locks held through `fd`'s
 /// own description never conflict, so they read as 0.
 int vr_ofd_probe(int fd, off_t byte, int *held_out);
+/// F_OFD_GETLK for a write lock on bytes [start, start + count): *end_out =
+/// the end of one lock another open file description holds that overlaps
+/// them (the end of the file, INT64_MAX, for a lock to it), or 0 when none.
+int vr_ofd_probe_range(int fd, off_t start, off_t count, int64_t *end_out);
 
 // MARK: - Unix sockets and SCM_RIGHTS
 

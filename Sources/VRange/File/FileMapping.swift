@@ -302,6 +302,10 @@ public final class FileMapping: @unchecked Sendable {
     private func vote(_ p: Range<Int>) {
         file.stampRecency()
         recordPins(p, pinned: false)  // before the vote: the record never claims more than the sidecar
+        // A record a peer wrote over blocks every purge of the file while
+        // it stays so (see `Sidecar.purgeable`): written again, this vote
+        // counts (four loads when nothing changed).
+        file.repairSlot(slot, published: slotState, kind: slotKind, pages: pages) { closedFlagIsSet }
         marks.vote(p)
     }
 

@@ -49,6 +49,21 @@ final class Liveness: @unchecked Sendable {
         // A failed probe counts as held: never reclaim on doubt.
         (try? Kernel.byteIsLocked(fd: fd, byte)) ?? true
     }
+
+    /// The highest byte + 1 of `bytes` that another open file description
+    /// holds, `bytes.lowerBound` when none (one F_OFD_GETLK per lock found,
+    /// from the low end up). A failed probe counts as held: the upper end.
+    func heldElsewhereBound(_ bytes: Range<Int>) -> Int {
+        var lo = bytes.lowerBound, bound = bytes.lowerBound
+        while lo < bytes.upperBound {
+            let held: Int?
+            do { held = try Kernel.lockedRangeEnd(fd: fd, lo..<bytes.upperBound) } catch { return bytes.upperBound }
+            guard let end = held else { break }  // none held from lo up
+            bound = min(max(end, lo + 1), bytes.upperBound)
+            lo = bound
+        }
+        return bound
+    }
 }
 
 /// What one process knows about its own use of a file: its liveness

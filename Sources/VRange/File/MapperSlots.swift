@@ -20,6 +20,12 @@ struct SlotView: Equatable, Sendable {
     var state: UInt64
     var kind: SlotKind
     var pages: Range<Int>
+    /// Whether the record is one an owner could have written: a known
+    /// phase and, when live, a known kind and a page range of at least one
+    /// page inside the file, as written (before `view` clamps it). A record
+    /// that is not was written by a peer: whom it belongs to and what it
+    /// covers is unknown (see `Sidecar.purgeable`).
+    var wellFormed: Bool
     var phase: SlotPhase { SlotPhase(rawValue: state & 0xff) ?? .free }
     var generation: UInt64 { state >> 8 }
 }
@@ -50,7 +56,8 @@ struct MapperSlots: @unchecked Sendable {
         while true {
             let s1 = stateWord(i).pointee.load(ordering: .sequentiallyConsistent)
             if s1 & 0xff == SlotPhase.free.rawValue { return nil }
-            let kind = SlotKind(rawValue: field(i, 1).pointee.load(ordering: .acquiring)) ?? .none
+            let rawKind = SlotKind(rawValue: field(i, 1).pointee.load(ordering: .acquiring))
+            let kind = rawKind ?? .none
             let first = Int(truncatingIfNeeded: field(i, 2).pointee.load(ordering: .acquiring))
             let n = Int(truncatingIfNeeded: field(i, 3).pointee.load(ordering: .acquiring))
             let s2 = stateWord(i).pointee.load(ordering: .sequentiallyConsistent)
@@ -59,7 +66,10 @@ struct MapperSlots: @unchecked Sendable {
             // Clamp: the sidecar is shared memory, a hostile peer may write anything.
             let lo = min(max(first, 0), pageCount)
             let hi = min(max(lo, lo &+ max(n, 0)), pageCount)
-            return SlotView(index: i, state: s1, kind: kind, pages: lo..<hi)
+            let phase = SlotPhase(rawValue: s1 & 0xff)
+            let wellFormed = phase != nil
+                && (phase != .live || (rawKind != nil && kind != .none && first >= 0 && n >= 1 && n <= pageCount - first))
+            return SlotView(index: i, state: s1, kind: kind, pages: lo..<hi, wellFormed: wellFormed)
         }
     }
 
@@ -112,11 +122,20 @@ struct MapperSlots: @unchecked Sendable {
         stateWord(i).pointee.store(Self.state(.free, generation: (s >> 8) &+ 1), ordering: .sequentiallyConsistent)
     }
 
-    /// How many slots are not free, by kind.
-    func census() -> (shared: Int, privateMappings: Int, other: Int) {
+    /// How many slots are not free, by kind. `alive(i)` is asked about a
+    /// slot that reads free: true when its owner is alive all the same (a
+    /// peer scribbled the state): it counts by the kind its record names
+    /// (shared unless private), as `Sidecar.purgeable` takes it to cover
+    /// the file.
+    func census(alive: (Int) -> Bool = { _ in false }) -> (shared: Int, privateMappings: Int, other: Int) {
         var s = 0, p = 0, o = 0
         for i in 0..<count {
-            guard let v = view(i) else { continue }
+            guard let v = view(i) else {
+                if alive(i) {
+                    if field(i, 1).pointee.load(ordering: .relaxed) == SlotKind.privateMapping.rawValue { p += 1 } else { s += 1 }
+                }
+                continue
+            }
             switch (v.phase, v.kind) {
             case (.live, .shared): s += 1
             case (.live, .privateMapping): p += 1

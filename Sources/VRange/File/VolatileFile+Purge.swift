@@ -107,12 +107,12 @@ extension VolatileFile {
         for w in VolatilityMap.wordsCovering(pages) {
             if w & 255 == 0 { control.beat() }
             let m = VolatilityMap.lowMask(word: w, pages: pages)
-            let candidates = sidecar.purgeable(word: w, alive: alive.callAsFunction) & m
+            let candidates = sidecar.purgeable(word: w, alive: alive) & m
             if candidates == 0 { continue }
             let locked = lock(word: w, present: candidates)
             if locked == 0 { continue }
             hook(.purgeLocked(word: w))
-            let keep = locked & sidecar.purgeable(word: w, alive: alive.callAsFunction)
+            let keep = locked & sidecar.purgeable(word: w, alive: alive)
             if keep != locked { unlock(word: w, locked & ~keep) }
             VolatilityMap.forEachRun(in: keep, word: w) { first, count in
                 runs.add(first, count) { total += punch($0) }
@@ -163,8 +163,8 @@ extension VolatileFile {
     /// Every party (the file, each slot not free or with a live owner: see
     /// `AliveSlots`) that has a page of `run` voted gets a purge notice for it.
     private func notePurge(_ run: Range<Int>) {
-        let bound = sidecar.slotBound
         let alive = AliveSlots(self)
+        let bound = alive.bound
         for w in VolatilityMap.wordsCovering(run) {
             let m = VolatilityMap.lowMask(word: w, pages: run)
             sidecar.fileMarks.notePurge(word: w, mask: m)

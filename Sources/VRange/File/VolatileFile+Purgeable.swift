@@ -5,7 +5,7 @@ extension VolatileFile: PurgeableMemory {
     /// the file and the recency stamp of its last volatile mark (through the
     /// file or one of its mappings). Nothing when none or closed.
     public func forEachPurgeUnit(_ body: (PurgeUnit) -> Void) {
-        guard let bytes = try? withUse(.filePurgeUnits, { sidecar.purgeableCount(0..<pageCount, alive: AliveSlots(self).callAsFunction) << geometry.pageShift })
+        guard let bytes = try? withUse(.filePurgeUnits, { sidecar.purgeableCount(0..<pageCount, alive: AliveSlots(self)) << geometry.pageShift })
         else { return }
         guard bytes > 0 else { return }
         body(PurgeUnit(id: 0, priority: purgePriority,

@@ -16,11 +16,15 @@
 // The state word is a hint a peer may scribble; the OFD byte is the truth:
 //   - a slot that reads free while its byte is held is alive: a claimer
 //     gives it back (claiming -> free) and looks elsewhere, never waiting
-//     on it with slotMutex held, never freeing it; a purge counts its pins
-//     and gives it notices all the same (AliveSlots);
+//     on it with slotMutex held, never freeing it; a purge counts its pins,
+//     gives it notices all the same (AliveSlots), and takes it to cover
+//     every page without a vote, as it does a live record that no owner
+//     could have written (Sidecar.purgeable);
+//   - the high-water hint bounds no scan by itself: AliveSlots.bound also
+//     asks the OFD bytes above it;
 //   - the owner keeps a private copy of what it published (FileMapping's
-//     slotState) and writes the record again when a pin finds it changed
-//     (repairSlot), so its votes count again.
+//     slotState) and writes the record again when a pin or a vote finds it
+//     changed (repairSlot), so its votes count again.
 import Synchronization
 
 extension VolatileFile {
@@ -41,6 +45,7 @@ extension VolatileFile {
         let ps = try processState()
         let slots = sidecar.slots
         let deadline = Kernel.monotonicNanoseconds() &+ PeerWait.patience
+        var reclaimedLast = false
         while true {
             var busy = false
             let found = try slotMutex.withLock { _ throws(VRangeError) -> (index: Int, state: UInt64)? in
@@ -85,8 +90,18 @@ extension VolatileFile {
             if let found { return found }
             // Every slot taken: reclaim the dead ones, all of them (the
             // high-water hint may have been scribbled below a dead slot).
-            if reclaimDeadSlots(all: true) > 0 { continue }
-            if !busy || Kernel.monotonicNanoseconds() >= deadline { break }
+            // A slot reclaimed is looked at again at once, but only every
+            // other time: a peer that keeps writing a dead slot live must
+            // not make this loop spin, nor outlast the deadline, which
+            // holds on every round.
+            let reclaimed = reclaimDeadSlots(all: true) > 0
+            if !busy && !reclaimed { break }
+            if Kernel.monotonicNanoseconds() >= deadline { break }
+            if reclaimed && !reclaimedLast {
+                reclaimedLast = true
+                continue
+            }
+            reclaimedLast = false
             Kernel.sleep(nanoseconds: 10_000_000)
         }
         throw .tooManyMappers(limit: layout.slotCount)
@@ -102,8 +117,12 @@ extension VolatileFile {
     @discardableResult
     func repairSlot(_ i: Int, published: UInt64, kind: SlotKind, pages: Range<Int>, isWithdrawn: () -> Bool) -> Bool {
         let slots = sidecar.slots
+        // The high-water hint too: a scan bounds itself with the OFD bytes
+        // (AliveSlots.bound), but a hint that covers this slot spares it
+        // the probes.
         func intact() -> Bool {
-            slots.stateWord(i).pointee.load(ordering: .acquiring) == published
+            sidecar.control.base[8].load(ordering: .relaxed) > UInt64(i)
+                && slots.stateWord(i).pointee.load(ordering: .acquiring) == published
                 && slots.field(i, 1).pointee.load(ordering: .relaxed) == kind.rawValue
                 && slots.field(i, 2).pointee.load(ordering: .relaxed) == UInt64(pages.lowerBound)
                 && slots.field(i, 3).pointee.load(ordering: .relaxed) == UInt64(pages.count)
@@ -147,15 +166,16 @@ extension VolatileFile {
         }
     }
 
-    /// Reclaims the slots whose owner died (OFD byte unlocked), below the
-    /// high-water mark (`all`: every slot). Returns how many it reclaimed.
+    /// Reclaims the slots whose owner died (OFD byte unlocked), below
+    /// `AliveSlots.bound` (`all`: every slot). Returns how many it reclaimed.
     @discardableResult
     func reclaimDeadSlots(all: Bool = false) -> Int {
         guard let ps = try? processState() else { return 0 }
         let slots = sidecar.slots
         var reclaimed = 0
+        let bound = all ? layout.slotCount : AliveSlots(self).bound
         slotMutex.withLock { _ in
-            for i in 0..<(all ? layout.slotCount : sidecar.slotBound) where !ps.owned.contains(i) {
+            for i in 0..<bound where !ps.owned.contains(i) {
                 guard slots.view(i) != nil, !ps.liveness.heldElsewhere(i) else { continue }
                 guard (try? ps.liveness.lock(i)) == true else { continue }
                 defer { ps.liveness.unlock(i) }
@@ -193,16 +213,38 @@ extension VolatileFile {
 /// A free state word is only a hint: a peer may have scribbled it over a
 /// live mapper's slot, and that mapper's pins must count all the same
 /// (DESIGN.md §9, peers). Slots this process owns are alive.
+///
+/// `bound`: the slots a scan must look at. The high-water hint is shared
+/// memory a peer may write anything into (0 included), so it only bounds
+/// a scan once the OFD bytes above it are known free: one F_OFD_GETLK over
+/// them (one more per lock found), taken once; a slot this process owns
+/// above it raises it too; a hint out of range counts as 0. The hint is
+/// read again at each use, so a slot claimed meanwhile (its claimer raises
+/// the hint after taking its byte) is looked at.
 final class AliveSlots {
     private let liveness: Liveness?
     private let owned: Set<Int>
+    private let sidecar: Sidecar
     /// 0 not asked yet, 1 alive, 2 not.
     private var known: [UInt8] = []
+    /// Slots at or above it had no live owner when probed (once).
+    private lazy var probed: Int = probeBound()
 
     init(_ file: VolatileFile) {
         let ps = try? file.processState()
         liveness = ps?.liveness
         owned = ps?.owned ?? []
+        sidecar = file.sidecar
+    }
+
+    var bound: Int { max(probed, sidecar.slotHint) }
+
+    private func probeBound() -> Int {
+        let n = sidecar.layout.slotCount
+        var h = sidecar.slotHint
+        if let top = owned.max(), top >= h { h = top + 1 }
+        guard let liveness else { return n }  // never drop a slot on doubt
+        return h < n ? liveness.heldElsewhereBound(h..<n) : n
     }
 
     func callAsFunction(_ i: Int) -> Bool {

@@ -477,7 +477,8 @@ public final class VolatileFile: @unchecked Sendable {
         let c = sidecar.content.census(pages)
         let marks = sidecar.fileMarks.census(pages)
         let present = pages.count - c.purged - c.locked
-        let slots = sidecar.slots.census()
+        let alive = AliveSlots(self)
+        let slots = sidecar.slots.census(alive: alive.callAsFunction)
         var fileVolatilePresent = 0
         for w in VolatilityMap.wordsCovering(pages) {
             let m = VolatilityMap.lowMask(word: w, pages: pages)
@@ -488,7 +489,7 @@ public final class VolatileFile: @unchecked Sendable {
         return FileStatus(
             bytes: range.count, fileVolatileBytes: fileVolatilePresent << geometry.pageShift,
             purgedBytes: (c.purged + c.locked) << geometry.pageShift,
-            purgeableBytes: sidecar.purgeableCount(pages, alive: AliveSlots(self).callAsFunction) << geometry.pageShift,
+            purgeableBytes: sidecar.purgeableCount(pages, alive: alive) << geometry.pageShift,
             presentBytes: present << geometry.pageShift,
             sharedMappers: slots.shared, privateMappers: slots.privateMappings)
     }

@@ -38,6 +38,15 @@ extension Kernel {
         try checkCode("fcntl(F_OFD_GETLK)", vr_ofd_probe(fd, off_t(byte), &held))
         return held != 0
     }
+
+    /// F_OFD_GETLK over bytes `bytes`: the end of one lock another open
+    /// file description holds on some of them (Int.max: to the end of the
+    /// file), nil when none. Which one, when several, is the kernel's choice.
+    static func lockedRangeEnd(fd: Int32, _ bytes: Range<Int>) throws(SystemError) -> Int? {
+        var end: Int64 = 0
+        try checkCode("fcntl(F_OFD_GETLK)", vr_ofd_probe_range(fd, off_t(bytes.lowerBound), off_t(bytes.count), &end))
+        return end == 0 ? nil : Int(end)
+    }
 }
 
 #if canImport(Glibc)
