@@ -125,15 +125,49 @@ static int being_punched(const vr_region_info *r, size_t file_page) {
   return 0;  // a record that never holds still (a peer scribbling): no decision to punch
 }
 
-// Undoes a fill of a shared file's page that a purge punched (or is
-// punching): punched out of the file again (MADV_REMOVE: the file's page,
-// not only this mapping's), protected again under the mprotect mechanism.
-// The generation moves first: an optimistic access that read the fill
-// sees a discard.
-static void shared_discard(const vr_region_info *r, uintptr_t page) {
+// Records page `index` of the region in its stale-fill table (see
+// vr_region_info.stale): a free slot, or one that holds it already; when
+// every slot is taken, the overflow flag (every page of the region). Then
+// the "something to take" word, after the record: a taker clears that word
+// first, then takes the slots, so a record it misses sets the word again.
+static void stale_record(const vr_region_info *r, size_t index) {
+  uint64_t *t = r->stale;
+  if (!t) return;
+  uint64_t want = (uint64_t)index + 1;
+  int recorded = 0;
+  for (int i = 0; i < VR_STALE_SLOTS && !recorded; i++) {
+    uint64_t seen = __atomic_load_n(&t[2 + i], __ATOMIC_SEQ_CST);
+    if (seen == 0)
+      __atomic_compare_exchange_n(&t[2 + i], &seen, want, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    recorded = seen == 0 || seen == want;  // stored, or there already (not yet taken)
+  }
+  if (!recorded) __atomic_store_n(&t[1], 1, __ATOMIC_SEQ_CST);
+  __atomic_store_n(&t[0], 1, __ATOMIC_SEQ_CST);
+}
+
+// Undoes, in this mapping only, a fill of a shared file's page that a purge
+// punched (or is punching): the fill may have landed after the punch, and
+// left the page present in the file, as zeros, while it reads purged (11).
+// It never punches the file (MADV_REMOVE did, and punched the page a pin of
+// another mapper had repopulated and written meanwhile: the handler cannot
+// take the purge lock, so such a punch is never ordered against a pin). The
+// page is recorded as a stale fill instead; the library punches it later
+// under the purge lock if it is still purged, and leaves it alone if a pin
+// repopulated it. Until then a raw touch of the page reads zeros instead of
+// raising SIGBUS (in other mappings; under userfaultfd in this one too: the
+// file's page is there, so nothing faults; RELIABILITY.md, "Known limits"); every
+// report still decides from the page's state. The generation moves first:
+// an optimistic access that read the fill sees a discard. mprotect: the
+// page is protected again (it faults here again, and the handler decides);
+// userfaultfd: this mapping's entry is dropped (MADV_DONTNEED; the file's
+// page stays).
+static void shared_undo_fill(const vr_region_info *r, uintptr_t page, size_t index) {
   vr_bump_generation(r, page);
-  if (r->mechanism == VR_MECHANISM_MPROTECT) mprotect((void *)page, r->page_size, PROT_NONE);
-  madvise((void *)page, r->page_size, MADV_REMOVE);
+  if (r->mechanism == VR_MECHANISM_MPROTECT)
+    mprotect((void *)page, r->page_size, PROT_NONE);
+  else
+    madvise((void *)page, r->page_size, MADV_DONTNEED);
+  stale_record(r, index);
 }
 
 // A fault on a shared file's page, decided from recorded state alone:
@@ -145,8 +179,10 @@ static void shared_discard(const vr_region_info *r, uintptr_t page) {
 //  - present (00), or locked by a purge that has not decided to punch it
 //    (a purge locks, then re-checks; a dead or stopped one never punches
 //    it, its recovery unlocks it): fill it, resume. If a purge punched it
-//    meanwhile (the fill may have landed after the punch), discard the fill
-//    and look again.
+//    meanwhile (the fill may have landed after the punch), undo the fill
+//    here and record it as a stale fill (shared_undo_fill), then look
+//    again: still purged, SIGBUS (or a fill in an access); repopulated by
+//    a pin meanwhile, the pinner's page is filled here and read.
 // Nothing here waits on another process.
 static int handle_shared_page(const vr_region_info *r, vr_scope *scope, uintptr_t page) {
   size_t index = (page - (uintptr_t)r->base) / r->page_size;
@@ -168,7 +204,8 @@ static int handle_shared_page(const vr_region_info *r, vr_scope *scope, uintptr_
     if (after == VR_STATE_LOCKED && !being_punched(r, file_page)) return 1;  // its punch, if any, comes after the fill
     if (pinned_here(r, index)) return 1;  // pinned meanwhile by another thread: keep the fill
     // Punched, or being punched: the fill may have landed after the punch.
-    shared_discard(r, page);
+    VR_HOOK(VR_HOOK_HANDLER_BEFORE_DISCARD, page);
+    shared_undo_fill(r, page, index);
     if (round >= 1000) return 0;  // a state a peer keeps scribbling: never loop for ever
   }
 }

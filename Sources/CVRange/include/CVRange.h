@@ -162,7 +162,22 @@ typedef struct {
   const uint64_t *pins;
   const uint64_t *intent;
   size_t first_page;
+  /// Shared-file regions only (NULL elsewhere): the mapping's stale-fill
+  /// table, VR_STALE_WORDS words of this process's memory that the mapping
+  /// owns. The handler records there a page whose fill may have landed after
+  /// a purge's punch (it never punches the file itself: it cannot take the
+  /// purge lock, so its punch could not be ordered against a pin); the
+  /// library takes the records and punches the pages still purged, under
+  /// the purge lock (VolatileFile.punchStaleFills). Word 0: set after every
+  /// record ("something to take"); word 1: overflow (every page of the
+  /// region); then VR_STALE_SLOTS slots, each 0 (free) or 1 + a page index
+  /// from `base`. Only atomics: async-signal-safe, lock-free.
+  uint64_t *stale;
 } vr_region_info;
+
+/// Slots of a stale-fill table (see vr_region_info.stale), and its words.
+#define VR_STALE_SLOTS 16
+#define VR_STALE_WORDS (2 + VR_STALE_SLOTS)
 
 /// Installs the process-wide handlers (once), then publishes a region.
 /// *slot_out receives the slot index. ENOSPC when VR_MAX_REGIONS are live.
@@ -327,7 +342,8 @@ enum {
   VR_HOOK_ALLOC_FORK_PREPARE = 23,   // allocator: the at-fork prepare handler, before it takes the arenas' locks
   VR_HOOK_PURGER_LOOP = 24,         // a purger's thread: back from poll, before its sources and budget
   VR_HOOK_ALLOC_MAGAZINE_CENSUS = 25, // allocator: statistics read a magazine slot, under the arena's lock (arg: slot)
-  VR_HOOK_POINTS = 26,
+  VR_HOOK_HANDLER_BEFORE_DISCARD = 26, // shared file: the handler's fill may have landed after a punch, before it undoes it (arg: page)
+  VR_HOOK_POINTS = 27,
 };
 
 /// Whether this build has the hook points compiled in.

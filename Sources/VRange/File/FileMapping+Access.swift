@@ -57,7 +57,7 @@ extension FileMapping {
     /// Pages that faulted inside an access were filled (zeros) so the body
     /// could go on: punch those still marked purged out of the file again,
     /// under the purge lock (a page repopulated meanwhile by a pin is left
-    /// alone: it is no longer purged).
+    /// alone: it is no longer purged; see `VolatileFile.punchPurgedAgain`).
     private func punchAgain(_ faults: Kernel.FaultTable.ScopeFaults, in p: Range<Int>) throws(VRangeError) {
         var targets: [Range<Int>] = []
         if faults.overflow {
@@ -68,23 +68,6 @@ extension FileMapping {
                 targets.append(page..<(page + 1))
             }
         }
-        try file.withPurgeLock {
-            let control = file.sidecar.control
-            for t in targets {
-                // The intent first: a process killed between locking a page
-                // and punching it leaves it for the next purge-lock holder
-                // to complete (the pages were purged: completing is right).
-                control.beginLocking(t, pid: Kernel.processID)
-                control.beginPunching(t)
-                for w in VolatilityMap.wordsCovering(t) {
-                    let locked = file.lock(word: w, purged: VolatilityMap.lowMask(word: w, pages: t))
-                    file.hook(.accessLocked(word: w))
-                    VolatilityMap.forEachRun(in: locked, word: w) { first, count in
-                        _ = file.complete(first..<(first + count))
-                    }
-                }
-                control.end()
-            }
-        }
+        try file.withPurgeLock { file.punchPurgedAgain(targets) }
     }
 }

@@ -68,8 +68,11 @@ public final class FileMapping: @unchecked Sendable {
     /// mapping pins the page. It lives in this process's own memory, which
     /// no peer can write: the fault handler fills a page pinned here
     /// whatever the sidecar says (DESIGN.md §9: a page this process pins
-    /// never raises SIGBUS).
+    /// never raises SIGBUS). After the pin record: the stale-fill table
+    /// (`staleTable`, StaleFills.swift), which the handler writes too.
     let handlerMetadata: UnsafeMutablePointer<UInt64>
+    /// The stale-fill table in `handlerMetadata` (see `staleFills`).
+    let staleTable: UnsafeMutablePointer<UInt64>
     /// Huge pages (no userfaultfd zero page there): one page of zeros, never
     /// written (it costs no memory), that the handler copies into a page.
     let zeroSource: UnsafeMutableRawPointer?
@@ -116,7 +119,8 @@ public final class FileMapping: @unchecked Sendable {
             throw fail(.unsupported("private mappings use the mprotect mechanism (a userfaultfd zero page would hide the file's later contents)"))
         }
         let handlerSlot: Int32
-        let metadataWords = 2 + (pages.upperBound - aligned + 63) / 64
+        let pinWords = (pages.upperBound - aligned + 63) / 64
+        let metadataWords = 2 + pinWords + StaleFillTable.wordCount
         let metadata = UnsafeMutablePointer<UInt64>.allocate(capacity: metadataWords)
         metadata.initialize(repeating: 0, count: metadataWords)
         cleanup.append { metadata.deallocate() }
@@ -130,7 +134,8 @@ public final class FileMapping: @unchecked Sendable {
             handlerSlot = try Self.registerWithHandler(
                 base: mapped, length: length, pageSize: file.pageSize, sidecar: file.sidecar,
                 firstWord: aligned / VolatilityMap.pagesPerWord, mechanism: mechanism, metadata: metadata,
-                zeroSource: zeroSource, pins: options.privateMapping ? nil : metadata + 2)
+                zeroSource: zeroSource, pins: options.privateMapping ? nil : metadata + 2,
+                stale: metadata + 2 + pinWords)
         } catch { throw fail(error) }
         cleanup.append { Kernel.FaultTable.unregister(slot: handlerSlot) }
 
@@ -150,6 +155,7 @@ public final class FileMapping: @unchecked Sendable {
         self.alignedFirstPage = aligned
         self.handlerSlot = handlerSlot
         self.handlerMetadata = metadata
+        self.staleTable = metadata + 2 + pinWords
         self.zeroSource = zeroSource
         self.forkGeneration = vr_fork_generation()
         self.fastSize = Atomic(options.privateMapping ? 0 : range.count)
@@ -183,13 +189,14 @@ public final class FileMapping: @unchecked Sendable {
     /// handler reads the sidecar's page states (and bumps its discard
     /// generations) from there, and the purge record to tell a page being
     /// punched from one merely locked; `pins` is the mapping's private pin
-    /// record. The mapping is registered with the
+    /// record; `stale` its stale-fill table. The mapping is registered with the
     /// userfaultfd whole, by the caller: one chunk, marked registered, so
     /// that a fork child or a lost descriptor registers it again.
     static func registerWithHandler(
         base: UnsafeMutableRawPointer, length: Int, pageSize: Int, sidecar: Sidecar,
         firstWord: Int, mechanism: FaultMechanism, metadata: UnsafeMutablePointer<UInt64>,
-        zeroSource: UnsafeMutableRawPointer? = nil, pins: UnsafeMutablePointer<UInt64>? = nil
+        zeroSource: UnsafeMutableRawPointer? = nil, pins: UnsafeMutablePointer<UInt64>? = nil,
+        stale: UnsafeMutablePointer<UInt64>? = nil
     ) throws(VRangeError) -> Int32 {
         let pageCount = length / pageSize
         metadata[1] = mechanism == .userfaultfd ? 1 : 0
@@ -200,7 +207,7 @@ public final class FileMapping: @unchecked Sendable {
             mechanism: mechanism == .userfaultfd ? .userfaultfd : .mprotect, kernelDriven: false, shared: true,
             zeroSource: zeroSource.map { UnsafeRawPointer($0) }, pins: pins.map { UnsafePointer($0) },
             intent: UnsafePointer(UnsafeRawPointer(sidecar.control.base).assumingMemoryBound(to: UInt64.self)),
-            firstPage: firstWord * VolatilityMap.pagesPerWord)
+            firstPage: firstWord * VolatilityMap.pagesPerWord, stale: stale)
         do { return try Kernel.FaultTable.register(region) } catch {
             throw error.errno == ENOSPC ? .tooManyRegions(limit: VolatileRegion.maxRegions) : .system(error)
         }
@@ -245,6 +252,10 @@ public final class FileMapping: @unchecked Sendable {
         // in the handler may still read them (a hostile review saw a pin
         // write freed memory when close() released them here).
         guard vr_fork_generation() == forkGeneration else { return }
+        // No stale fill is recorded any more (the region is withdrawn): the
+        // file's table takes what is left, punched below or by the next
+        // holder of the purge lock in this process.
+        handOverStaleFills()
         file.mappings.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) }
         // The slot lives in the sidecar: withdrawn while the file still has
         // its resources (a file released meanwhile gave up every slot of
@@ -253,6 +264,7 @@ public final class FileMapping: @unchecked Sendable {
         defer { file.endUse(token) }
         file.hook(.inOperation(.mappingClose))
         file.withdrawSlot(slot)
+        if file.orphanedStaleFills.table.hasRecords { file.tryPunchStaleFills() }
     }
 
     /// Whether `close()` was called.
@@ -373,6 +385,9 @@ public final class FileMapping: @unchecked Sendable {
             try checkUsable()
             p = try filePages(offset: offset, length: length)
         }
+        // The handler's stale fills (StaleFills.swift), if the purge lock is
+        // free: one load when there are none.
+        if _slowPath(staleFills.hasRecords) { drainStaleFills() }
         // Before this pin writes them: pins a peer wrote over (see
         // `pinsWrittenOver`), reported lost.
         let overwritten = pinsWrittenOver(p).flatMap(zeroPages)

@@ -23,8 +23,21 @@
  *            (the handler's seqlock); never a wait. By default one atomic
  *            look; with SPLIT_TOUCH the code's steps one by one: pin record,
  *            state + intent (SIGBUS decision), fill_page, look again, and on
- *            "purged or being punched" shared_discard (MADV_REMOVE of the
- *            file's page, modelled as a punch: P1 checked) and look again.
+ *            "purged or being punched" record the page as a stale fill
+ *            (shared_undo_fill: undone in the handler's own mapping, which
+ *            the model does not track, and recorded in the mapping's
+ *            stale-fill table; never a punch of the file) and look again.
+ *   drain    VolatileFile.punchStaleFills (SPLIT_TOUCH): the mapper's
+ *            process, holding the purge lock (after recovery), takes its
+ *            recorded stale fills and punches each the way an optimistic
+ *            access's faults are (punchPurgedAgain): intent "punching
+ *            [page]" first, lock only a page still purged (11 -> 10),
+ *            complete (punch, notices, 10 -> 11); a page a pin repopulated
+ *            meanwhile is left alone. Nondeterministically between the
+ *            mapper's operations and before it is done (the code: a pin,
+ *            a close, every holder of the purge lock in the process); a
+ *            purge lock held by another process gives up (PeerWait), the
+ *            record stays.
  *   crash    any process dies at any step (`unless`): the kernel drops its
  *            OFD locks (purge lock; its slot's liveness byte); its slot
  *            stays until a survivor's purge reclaims it.
@@ -71,17 +84,21 @@
  *                  second review's "pins stop counting") (P1);
  *   OLD_CLAIM      a claimer that cannot take the byte reclaims the slot
  *                  anyway (the old 1 s timeout, VolatileFile+Slots.swift
- *                  before the fix) (P6, P1).
+ *                  before the fix) (P6, P1);
+ *   OLD_DISCARD    (SPLIT_TOUCH) the handler undoes a fill that may have
+ *                  landed after a punch by punching the file's page itself
+ *                  (MADV_REMOVE, the old shared_discard), unordered against
+ *                  a pin's repopulation (P1).
  *
- * OPEN DEFECT found by SPLIT_TOUCH (2 mappers; .ci/model expects it to fail
- * until it is fixed): mapper A touches a present page and fills it; a purge
- * punches it (11); A looks again, finds 11 and is about to MADV_REMOVE; mapper
- * B pins the page (repopulates 11 -> 00, its pin returns, it writes); A's
- * MADV_REMOVE (shared_discard, fault_handler.c) then punches B's pinned page
- * without a notice: P1, and B's next pin reports it intact. The discard is
- * not ordered against repopulation (markPresent moves 11 -> 00 without the
- * purge lock); the probe pinnerNeverLosesDataToAConcurrentFaultsDiscard
- * (branch probe/files-peers) hunts the same window on the real kernel.
+ * FIXED DEFECT found by SPLIT_TOUCH (2 mappers; OLD_DISCARD keeps it): mapper
+ * A touches a present page and fills it; a purge punches it (11); A looks
+ * again, finds 11; mapper B pins the page (repopulates 11 -> 00, its pin
+ * returns, it writes); the old handler's MADV_REMOVE then punched B's pinned
+ * page without a notice (P1), since the handler cannot take the purge lock
+ * and its punch was not ordered against repopulation. Now the handler only
+ * records the page; the drain punches it under the purge lock, and only if
+ * it is still purged. Regression test on the real kernel:
+ * FileStaleFillTests.aFaultsDiscardNeverPunchesAPinnedPage.
  */
 
 #ifndef MAPPERS
@@ -96,6 +113,9 @@
 #endif
 #ifndef PURGES
 #define PURGES 1    /* purges of each purger */
+#endif
+#ifndef TOUCHERS
+#define TOUCHERS MAPPERS   /* (SPLIT_TOUCH) mappers 0 ..< TOUCHERS may touch */
 #endif
 #define NPAGES 2
 #define FREE 255
@@ -133,6 +153,7 @@ byte purgeLock = FREE;          /* the OFD lock on byte slotCount: its holder */
 byte phase = IDLE;
 byte punchLo, punchHi;
 bit pinRecord[NPROC * NPAGES]; /* FileMapping's private pin record */
+bit staleRec[NPROC * NPAGES];  /* the mapping's stale-fill table (SPLIT_TOUCH) */
 
 /* ghosts */
 bit stale[NPROC * NPAGES];      /* punched since the process last knew its contents */
@@ -274,12 +295,44 @@ inline repopulate(p, g) {
   od
 }
 
+/* punchStaleFills of process p (SPLIT_TOUCH): under the purge lock, after
+ * recovery, each recorded page: intent first, lock it only if still purged
+ * (11 -> 10), complete; the record is taken as it is punched. */
+inline drainStale(p) {
+  if
+  :: atomic { purgeLock == FREE -> purgeLock = p } ->
+     recover();
+     k = 0;
+     do
+     :: k < NPAGES ->
+        if
+        :: staleRec[IX(p, k)] ->
+           staleRec[IX(p, k)] = 0;
+           phase = LOCKING;                 /* beginLocking */
+           beginPunching(k, k + 1);
+           atomic { if :: content[k] == PURGED -> content[k] = LOCKED :: else fi };
+           completePage(k);
+           phase = IDLE                     /* end */
+        :: else
+        fi;
+        k++
+     :: else -> break
+     od;
+     k = 0;
+     purgeLock = FREE
+  :: else   /* held by another process: PeerWait gives up, the records stay */
+  fi
+}
+
 /* A mapper: pins, votes and touches pages of its mapping. */
 proctype Mapper(byte p) {
   byte g, q, i, k, ops, st, rounds;
   bit looks, lost, purgedSeen, timedOut, busClear, inPunch;
   {
     do
+#ifdef SPLIT_TOUCH
+    :: (staleRec[IX(p, 0)] || staleRec[IX(p, 1)]) -> drainStale(p)   /* between operations */
+#endif
     :: ops < OPS ->
        ops++;
        select(g : 0 .. NPAGES - 1);
@@ -325,7 +378,8 @@ pinFailed:   /* .peerNotResponding: the pin stays published, nothing learnt */
 pinEnd:
           lost = 0; purgedSeen = 0; timedOut = 0; looks = 0
 #ifdef SPLIT_TOUCH
-       :: /* touch: fault_handler.c, handle_shared_page, its steps one by one
+       :: p < TOUCHERS ->
+          /* touch: fault_handler.c, handle_shared_page, its steps one by one
            * (outside an optimistic access: a purged page raises SIGBUS) */
 #ifdef NO_PIN_RECORD
           busClear = 0;
@@ -369,7 +423,8 @@ pinEnd:
                       :: else
                       fi;
                       rounds++;
-                      /* shared_discard: MADV_REMOVE punches the file's page */
+#ifdef OLD_DISCARD
+                      /* the old shared_discard: MADV_REMOVE punches the file's page */
                       d_step {
                         q = 0;
                         do
@@ -380,6 +435,10 @@ pinEnd:
                         do :: q < NPROC -> stale[IX(q, g)] = 1; q++ :: else -> break od;
                         q = 0
                       }
+#else
+                      /* shared_undo_fill: undone in this mapping, recorded (no punch) */
+                      staleRec[IX(p, g)] = 1
+#endif
                    fi
                 fi
              od;

@@ -77,10 +77,15 @@ extension VolatileFile {
     /// process: the files layer's at-fork prepare takes it, and fork() must
     /// not wait for a peer. A fork child never inherits the OFD lock held:
     /// the prepare handler holds purgeMutex, so no thread holds it then.
+    ///
+    /// Every holder punches this process's stale fills of the file after
+    /// the recovery, before `body` (StaleFills.swift).
     func withPurgeLock<R>(_ body: () -> R) throws(VRangeError) -> R {
         let ps = try processState()
         let byte = layout.purgeLockByte
         var wait = PeerWait()
+        let stale = mappingsWithStaleFills()
+        defer { withExtendedLifetime(stale) {} }  // released outside the lock
         while true {
             let result = try purgeMutex.withLock { _ throws(VRangeError) -> R? in
                 let taken: Bool
@@ -88,6 +93,7 @@ extension VolatileFile {
                 guard taken else { return nil }
                 defer { ps.liveness.unlock(byte) }
                 recoverIfNeeded()
+                punchStaleFills(stale)
                 return body()
             }
             if let result { return result }

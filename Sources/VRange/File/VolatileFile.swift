@@ -51,6 +51,8 @@ public final class VolatileFile: @unchecked Sendable {
     let priorityRaw: Atomic<Int>
     let punchFailureCount = Atomic<Int>(0)
     let mappings = Locked<[ObjectIdentifier: WeakMapping]>([:])
+    /// Stale fills that closed mappings left (file pages; StaleFills.swift).
+    let orphanedStaleFills = OwnedStaleFillTable()
     let sidecarLength: Int
     #if DEBUG
     /// Test-only interleaving hook (debug builds): see FileTestHooks.swift.

@@ -34,6 +34,9 @@ extension Kernel {
             var pins: UnsafePointer<UInt64>? = nil
             var intent: UnsafePointer<UInt64>? = nil
             var firstPage: Int = 0
+            /// Shared files: the mapping's stale-fill table (VR_STALE_WORDS
+            /// words; see vr_region_info).
+            var stale: UnsafeMutablePointer<UInt64>? = nil
 
             var info: vr_region_info {
                 vr_region_info(
@@ -41,7 +44,7 @@ extension Kernel {
                     generations: generations, coverage_lost: coverageLost,
                     chunks: chunks, chunk_pages: chunkPages, zero_source: zeroSource, mechanism: mechanism.rawValue,
                     flags: (kernelDriven ? Int32(VR_REGION_KERNEL_DRIVEN) : 0) | (shared ? Int32(VR_REGION_SHARED) : 0),
-                    pins: pins, intent: intent, first_page: firstPage)
+                    pins: pins, intent: intent, first_page: firstPage, stale: stale)
             }
 
             /// Pages per chunk of userfaultfd registration: 64 MiB of 4 KiB
