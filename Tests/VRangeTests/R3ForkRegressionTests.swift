@@ -303,3 +303,138 @@ struct R3RebuildRegressionTests {
         #expect((try? cache.fetchBytes(forKey: 7)) == [8])
     }
 }
+
+/// E: purger A's pass (on a program thread, or on A's own thread) reaches
+/// into another purger from a purge callback while another thread forks:
+/// fork's prepare must not hold that purger's locks while it waits for A's
+/// pass lock, nor make its list wait. `setup` runs once A exists (a purger
+/// it makes is newer than A) and returns the callback. Exits (the exit
+/// test's process) with 0: the fork and the callback returned; 2: the fork
+/// hung; 6: the callback did not return; 7: the callback never ran.
+func r3ForkDuringCallback(ownThread: Bool = false, _ setup: () -> @Sendable () -> Void) -> Never {
+    let inCallback = Atomic<Bool>(false)
+    let forking = Atomic<Bool>(false)
+    let callbackDone = Atomic<Bool>(false)
+    let callbackBox = Locked<(@Sendable () -> Void)?>(nil)
+    let m = R3ForkMemory {
+        inCallback.store(true, ordering: .releasing)
+        _ = waitUntil(seconds: 5) { forking.load(ordering: .acquiring) }
+        usleep(300_000)  // the forker is in prepare, blocked on A's pass lock
+        callbackBox.withLock { $0 }?()
+        callbackDone.store(true, ordering: .releasing)
+    }
+    let a = try! Purger(ownThread ? .init(budget: 0, pressureSources: .none, tick: .seconds(3600))
+                                  : .init(pressureSources: .none))
+    let callback = setup()
+    callbackBox.withLock { $0 = callback }
+    a.register(m)
+    if !ownThread {
+        let t = try! Kernel.Thread(name: "a-pass") { _ = a.purgeAll() }
+        t.detach()
+    }
+    guard waitUntil(seconds: 5, { inCallback.load(ordering: .acquiring) }) else { _exit(7) }
+    let forked = r3ForkFinishes(seconds: 8) {
+        forking.store(true, ordering: .releasing)
+        let pid = fork()
+        if pid == 0 { _exit(0) }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    }
+    guard forked else { _exit(2) }
+    guard waitUntil(seconds: 5, { callbackDone.load(ordering: .acquiring) }) else { _exit(6) }
+    withExtendedLifetime((a, m)) {}
+    _exit(0)
+}
+
+@Suite("R3 fork regressions: fork while a purge callback reaches into another purger (E)", .serialized)
+struct R3CrossPurgerForkRegressionTests {
+
+    /// E: the callback registers an object with a newer purger B (B's
+    /// registry and lifecycle locks).
+    @Test func registerWithNewerPurgerInsideCallbackDuringFork() async {
+        await #expect(processExitsWith: .success) {
+            childWatchdog(30)
+            r3ForkDuringCallback {
+                let b = try! Purger(.init(budget: 1 << 40, pressureSources: .none, tick: .seconds(3600)))
+                let other = R3ForkMemory {}
+                return { b.register(other) }
+            }
+        }
+    }
+
+    /// E: the callback runs a pass of a newer purger B (B's pass lock).
+    @Test func passOfNewerPurgerInsideCallbackDuringFork() async {
+        await #expect(processExitsWith: .success) {
+            childWatchdog(30)
+            r3ForkDuringCallback {
+                let b = try! Purger(.init(pressureSources: .none))
+                let other = R3ForkMemory {}
+                b.register(other)
+                return {
+                    _ = b.purgeAll()
+                    withExtendedLifetime(other) {}
+                }
+            }
+        }
+    }
+
+    /// E: the callback drops a newer purger B with a thread (its stop()
+    /// wakes a thread that must retake B's pass lock).
+    @Test func dropNewerPurgerInsideCallbackDuringFork() async {
+        await #expect(processExitsWith: .success) {
+            childWatchdog(30)
+            r3ForkDuringCallback {
+                let box = R3ForkBox<Purger>()
+                box.value = try! Purger(.init(budget: 1 << 40, pressureSources: .none, tick: .seconds(3600)))
+                return { box.value = nil }
+            }
+        }
+    }
+
+    /// E: the callback, on the purger's own thread, makes a purger (it
+    /// links into the purger list, which the fork holds).
+    @Test func createPurgerInsideOwnThreadCallbackDuringFork() async {
+        await #expect(processExitsWith: .success) {
+            childWatchdog(30)
+            r3ForkDuringCallback(ownThread: true) {
+                let made = R3ForkBox<Purger>()
+                return { made.value = try? Purger(.init(pressureSources: .none)) }
+            }
+        }
+    }
+
+    /// E: Purger.init with a thread inside a callback of A's pass (program
+    /// thread), 60 times, while another thread forks in a loop. Exit 2:
+    /// a pass never returned.
+    @Test func purgerWithThreadMadeInsideCallbackRacingForkLoop() async {
+        await #expect(processExitsWith: .success) {
+            childWatchdog(60)
+            let a = try! Purger(.init(pressureSources: .none))
+            let made = Locked<[Purger]>([])
+            let stop = Atomic<Bool>(false)
+            let forks = Atomic<Int>(0)
+            let forker = try! Kernel.Thread(name: "forker") {
+                while !stop.load(ordering: .acquiring) {
+                    let pid = fork()
+                    if pid == 0 { _exit(0) }
+                    var status: Int32 = 0
+                    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+                    forks.add(1, ordering: .relaxed)
+                }
+            }
+            forker.detach()
+            for _ in 0..<60 {
+                let mem = R3ForkMemory {
+                    if let p = try? Purger(.init(budget: 1 << 40, pressureSources: .none, tick: .seconds(3600))) {
+                        made.withLock { $0.append(p) }
+                    }
+                }
+                a.register(mem)
+                guard r3ForkFinishes(seconds: 5, { _ = a.purgeAll() }) else { _exit(2) }
+                a.unregister(mem)
+            }
+            stop.store(true, ordering: .releasing)
+            _exit(forks.load(ordering: .relaxed) > 0 ? 0 : 9)
+        }
+    }
+}
