@@ -46,30 +46,68 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static fork_entry entries[VR_FORK_LAYERS][CALLBACKS_PER_LAYER];
 static _Atomic int counts[VR_FORK_LAYERS];
 
-// A layer's live objects (vr_fork_link).
+// A layer's live objects (vr_fork_link), newest first. A node linked while
+// the list's mutex is busy (a fork's prepare holds it while it waits for a
+// lock that the linking thread may hold: a purger made inside a purge
+// callback) is pushed onto `pending` instead, without waiting, and moved
+// into the list by the next thread that holds the mutex. A fork in between
+// does not take its mutexes: its object is not yet its maker's to share
+// (the maker is inside init), and in the child they are reinitialised.
 typedef struct {
   pthread_mutex_t lock;  // guards head; held from prepare to parent / child
   vr_fork_node *head;
+  _Atomic(vr_fork_node *) pending;  // a stack, newest first, linked by `next`
   _Atomic(vr_fork_layer_hook) test_hook;
 } fork_list;
 
-#define FORK_LIST_INIT {PTHREAD_MUTEX_INITIALIZER, NULL, NULL}
+#define FORK_LIST_INIT {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, NULL}
 static fork_list lists[VR_FORK_LAYERS] = {FORK_LIST_INIT, FORK_LIST_INIT, FORK_LIST_INIT,
                                           FORK_LIST_INIT, FORK_LIST_INIT, FORK_LIST_INIT};
 _Static_assert(VR_FORK_LAYERS == 6, "one FORK_LIST_INIT per layer");
 
 static _Atomic long fork_count;
 
+static void insert(fork_list *list, vr_fork_node *node) {
+  node->previous = NULL;
+  node->next = list->head;
+  if (list->head) list->head->previous = node;
+  list->head = node;
+}
+
+// The pending nodes, oldest first (linked by `next`); `pending` is emptied.
+static vr_fork_node *take_pending(fork_list *list) {
+  vr_fork_node *n = atomic_exchange(&list->pending, NULL), *oldest = NULL;
+  while (n) {
+    vr_fork_node *next = n->next;
+    n->next = oldest;
+    oldest = n;
+    n = next;
+  }
+  return oldest;
+}
+
+// Under the list's mutex: the pending nodes join the list.
+static void drain_pending(fork_list *list) {
+  for (vr_fork_node *n = take_pending(list), *next; n; n = next) {
+    next = n->next;
+    insert(list, n);
+  }
+}
+
 int vr_fork_link(int layer, vr_fork_node *node) {
   if (layer < 0 || layer >= VR_FORK_LAYERS || !node || node->count < 0) return -1;
   fork_list *list = &lists[layer];
   node->skipped = 0;
   node->previous = NULL;
-  pthread_mutex_lock(&list->lock);
-  node->next = list->head;
-  if (list->head) list->head->previous = node;
-  list->head = node;
-  pthread_mutex_unlock(&list->lock);
+  if (pthread_mutex_trylock(&list->lock) == 0) {
+    drain_pending(list);
+    insert(list, node);
+    pthread_mutex_unlock(&list->lock);
+    return 0;
+  }
+  node->next = atomic_load(&list->pending);
+  while (!atomic_compare_exchange_weak(&list->pending, &node->next, node)) {
+  }
   return 0;
 }
 
@@ -77,6 +115,7 @@ void vr_fork_unlink(int layer, vr_fork_node *node) {
   if (layer < 0 || layer >= VR_FORK_LAYERS || !node) return;
   fork_list *list = &lists[layer];
   pthread_mutex_lock(&list->lock);
+  drain_pending(list);
   if (node->previous) node->previous->next = node->next;
   else list->head = node->next;
   if (node->next) node->next->previous = node->previous;
@@ -90,17 +129,30 @@ void vr_fork_set_test_hook(int layer, vr_fork_layer_hook hook) {
   if (layer >= 0 && layer < VR_FORK_LAYERS) atomic_store(&lists[layer].test_hook, hook);
 }
 
-// Takes the list's mutex, then every node's mutexes in order (a thread
-// inside an operation of the object finishes it first).
+// Takes the list's mutex, then the nodes' mutexes (a thread inside an
+// operation of the object finishes it first) index by index: every node's
+// first mutex, then every node's second, and so on, each round from the
+// oldest node to the newest. A node's first mutex is its outermost (a
+// purger's pass lock, held while a purge callback reaches into other
+// objects of the layer): a pass of one purger that registers with, wakes,
+// makes or drops another (an inner mutex of it), or runs a pass of a newer
+// one, never waits for a fork that waits for that pass (issue 18, r3 E).
 static void list_prepare(int layer) {
   fork_list *list = &lists[layer];
   vr_fork_layer_hook hook = atomic_load(&list->test_hook);
   if (hook) hook(layer);
   pthread_mutex_lock(&list->lock);
+  drain_pending(list);
+  vr_fork_node *oldest = NULL;
+  int rounds = 0;
   for (vr_fork_node *n = list->head; n; n = n->next) {
     n->skipped = n->held_by_forker ? n->held_by_forker(n) : 0;
-    for (int i = n->skipped; i < n->count; i++) pthread_mutex_lock(n->mutexes[i]);
+    if (n->count > rounds) rounds = n->count;
+    oldest = n;
   }
+  for (int i = 0; i < rounds; i++)
+    for (vr_fork_node *n = oldest; n; n = n->previous)
+      if (i >= n->skipped && i < n->count) pthread_mutex_lock(n->mutexes[i]);
 }
 
 static void list_release(int layer) {
@@ -111,10 +163,23 @@ static void list_release(int layer) {
   pthread_mutex_unlock(&list->lock);
 }
 
-// In the child, on the thread that forked (which holds every mutex).
+// In the child, on the thread that forked (which holds every mutex of the
+// list's nodes). A node still pending was linked during the fork by a thread
+// that does not exist here, which may have held its mutexes: they are
+// reinitialised; it joins the list at the next link, unlink or fork.
 static void list_child(int layer) {
-  for (vr_fork_node *n = lists[layer].head; n; n = n->next)
+  fork_list *list = &lists[layer];
+  for (vr_fork_node *n = list->head; n; n = n->next)
     if (n->child) n->child(n);
+  vr_fork_node *pending = take_pending(list), *newest = NULL;
+  for (vr_fork_node *n = pending, *next; n; n = next) {
+    next = n->next;
+    for (int i = 0; i < n->count; i++) pthread_mutex_init(n->mutexes[i], NULL);
+    if (n->child) n->child(n);
+    n->next = newest;
+    newest = n;
+  }
+  atomic_store(&list->pending, newest);
   list_release(layer);
 }
 

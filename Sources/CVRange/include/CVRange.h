@@ -433,7 +433,8 @@ struct vr_fork_node {
   int skipped;
   vr_fork_node *previous, *next;
 };
-/// Links `node` into `layer`'s list (waits while a fork() is in progress).
+/// Links `node` into `layer`'s list; never waits (while a fork() is in
+/// progress, the node is queued and joins the list after it).
 /// Returns 0, or -1 for a bad layer or node.
 int vr_fork_link(int layer, vr_fork_node *node);
 /// Unlinks a linked `node` (waits while a fork() is in progress).

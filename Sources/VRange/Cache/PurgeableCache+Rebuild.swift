@@ -15,8 +15,15 @@ extension PurgeableCache {
     /// every request waiting on the rebuild still get it. The value set
     /// meanwhile stays; a removed key stays removed.
     ///
+    /// A request that begins after such a write does not wait for the
+    /// superseded rebuild: it runs its own.
+    ///
     /// - Throws: what the rebuild threw (every request waiting on it gets
-    ///   the same error; nothing is stored).
+    ///   the same error; nothing is stored);
+    ///   `PurgeableCacheError.rebuildFetchedItsOwnKey` when called, for
+    ///   `key`, from inside `key`'s own rebuild on the thread running it
+    ///   (directly, or through rebuilds of other keys): it would wait for
+    ///   itself. The rebuild may catch it and make the value otherwise.
     /// - Precondition: a rebuild closure was given here or to `init`.
     public func fetchBytes(forKey key: Key, rebuild: Rebuild? = nil) throws -> [UInt8] {
         if let v = bytes(forKey: key) { return v }
@@ -51,6 +58,7 @@ extension PurgeableCache {
         switch join(key) {
         case .cached(let v): return v
         case .wait(let flight): return try flight.wait()
+        case .reentered: throw PurgeableCacheError.rebuildFetchedItsOwnKey
         case .lead(let flight): return try lead(key, flight, rebuild ?? self.rebuild)
         }
     }
@@ -60,6 +68,7 @@ extension PurgeableCache {
         switch join(key) {
         case .cached(let v): return v
         case .wait(let flight): return try await flight.value()
+        case .reentered: throw PurgeableCacheError.rebuildFetchedItsOwnKey
         case .lead(let flight): return try lead(key, flight, rebuild ?? self.rebuild)
         }
     }
@@ -68,6 +77,9 @@ extension PurgeableCache {
         case cached([UInt8])
         case wait(RebuildFlight)
         case lead(RebuildFlight)
+        /// The calling thread leads the key's flight: waiting would wait
+        /// for itself.
+        case reentered
     }
 
     /// Under the shard's mutex: the value if someone stored it meanwhile,
@@ -75,6 +87,11 @@ extension PurgeableCache {
     /// An entry found purged is dropped, as by a lookup (its buffer is left
     /// unlocked: issue 18, 5a); the fetch's lookup already counted the miss.
     /// A flight from before a fork (in the child) has no leader: replaced.
+    /// A superseded flight (its key was written while it ran: its result is
+    /// older than that write) is never joined: this request starts its own,
+    /// which becomes the key's flight (issue 18, r3 B); the superseded one's
+    /// callers still get its result. A flight led by the calling thread (a
+    /// rebuild fetching its own key) is not waited for: `.reentered`.
     func join(_ key: Key) -> Join {
         var dropped: CacheEntry<Key>?
         defer { _ = dropped }  // freed outside the mutex
@@ -89,7 +106,9 @@ extension PurgeableCache {
                 }
                 dropped = drop(e, from: &st)
             }
-            if let f = st.flights[key], f.generation == ForkRegistry.cache.generation {
+            if let f = st.flights[key], f.generation == ForkRegistry.cache.generation,
+               !f.superseded.load(ordering: .relaxed) {
+                if f.ledByCurrentThread { return .reentered }
                 st.stats.coalescedRequests += 1
                 return .wait(f)
             }
@@ -138,4 +157,7 @@ extension PurgeableCache {
 public enum PurgeableCacheError: Error, Equatable, Sendable {
     /// `fetchBytes` found no value and had no rebuild closure to make one.
     case noRebuildClosure
+    /// A rebuild fetched its own key (directly or through other keys'
+    /// rebuilds): it would wait for itself.
+    case rebuildFetchedItsOwnKey
 }

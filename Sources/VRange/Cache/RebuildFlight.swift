@@ -2,6 +2,11 @@
 // others, synchronous or async, wait for its result instead of running their
 // own. Threads block on an event; tasks suspend on a continuation.
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 @usableFromInline
 final class RebuildFlight: Sendable {
@@ -18,6 +23,13 @@ final class RebuildFlight: Sendable {
     /// while the rebuild runs: its result is then not stored (it is older
     /// than that write), though every caller waiting on it gets it.
     let superseded = Atomic<Bool>(false)
+    /// The thread that made it, and runs its rebuild (`PurgeableCache.join`
+    /// makes a flight for the request that leads it).
+    private let leader = pthread_self()
+
+    /// Whether the calling thread runs this flight's rebuild: a request of
+    /// it for the flight's key is its rebuild fetching its own key.
+    var ledByCurrentThread: Bool { pthread_equal(leader, pthread_self()) != 0 }
 
     /// Publishes the result and wakes every waiter.
     func complete(_ result: Result<[UInt8], any Error>) {

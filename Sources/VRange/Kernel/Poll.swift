@@ -46,10 +46,14 @@ extension Kernel {
     /// `poll` with `mutex` released for the wait only, by the caller's
     /// thread, which holds it on entry and holds it again on return: no
     /// Swift code runs between the release, the wait and the retake (the
-    /// purger's thread holds its pass lock whenever it runs: PurgerLoop).
+    /// purger's thread holds its pass lock whenever it runs: PurgerLoop),
+    /// but `contended`, called when the mutex is held by another thread
+    /// as the wait ends, before blocking for it, and `retaken`, after a
+    /// contended retake.
     static func poll(
         _ requests: inout [PollRequest], timeoutMilliseconds: Int32,
-        unlocking mutex: UnsafeMutablePointer<pthread_mutex_t>
+        unlocking mutex: UnsafeMutablePointer<pthread_mutex_t>,
+        contended: () -> Void = {}, retaken: () -> Void = {}
     ) throws(SystemError) -> Int {
         var fds = requests.map { pollfd(fd: $0.fd, events: $0.events.rawValue, revents: 0) }
         let (n, code) = fds.withUnsafeMutableBufferPointer { b -> (Int32, Int32) in
@@ -57,7 +61,11 @@ extension Kernel {
             var n: Int32
             repeat { n = Glibc.poll(b.baseAddress, nfds_t(b.count), timeoutMilliseconds) } while n < 0 && Glibc.errno == EINTR
             let code = n < 0 ? Glibc.errno : 0
-            pthread_mutex_lock(mutex)
+            if pthread_mutex_trylock(mutex) != 0 {
+                contended()
+                pthread_mutex_lock(mutex)
+                retaken()
+            }
             return (n, code)
         }
         if n < 0 { throw SystemError(call: "poll", errno: code) }

@@ -53,9 +53,9 @@ final class PurgerCore: @unchecked Sendable {
     /// (issue 18: the free-running purger's fork children).
     private let passLock = Locked<Void>(())
     let stopping = Atomic<Bool>(false)
-    /// Set when stop() ran on the purger's own thread: the loop then closes
-    /// the eventfd itself as it ends.
-    let detached = Atomic<Bool>(false)
+    /// Where the thread is, for stop() (joined, or detached: the loop then
+    /// closes the eventfd itself as it ends).
+    let loopPhase = LoopPhase()
     /// The thread and its wake-up eventfd, set once by start().
     private let lifecycle = Locked<(thread: Kernel.Thread?, wakeFD: Int32)>((nil, -1))
     /// The fork generation the thread was started in (ForkRegistry): in a
@@ -308,7 +308,12 @@ final class PurgerCore: @unchecked Sendable {
 
     /// Stops and joins the thread; idempotent. From the purger's own thread
     /// (a registered object that owned the Purger was freed by a pass) it
-    /// only asks the loop to end and detaches it.
+    /// only asks the loop to end and detaches it. Likewise when the thread,
+    /// woken, waits to retake its pass lock: a pass on a program thread
+    /// holds it, and that pass may be the caller's own (stop() from a purge
+    /// callback of purgeAll, purge(bytes:) or reportPressure) or may wait
+    /// for the caller (issue 18, r3 A); the thread ends, running no pass,
+    /// once that pass returns.
     func stop() {
         guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
         guard let thread = lifecycle.withLock({ $0.thread }) else { return }
@@ -323,15 +328,22 @@ final class PurgerCore: @unchecked Sendable {
             // The loop sees `stopping` when this pass returns, closes its
             // source and, being detached, the eventfd.
             lifecycle.withLock { $0.wakeFD = -1 }
-            detached.store(true, ordering: .releasing)
+            loopPhase.detach()
             thread.detach()
         } else {
-            wake()
-            thread.join()
-            // Only now, with the loop gone: close the eventfd.
-            lifecycle.withLock { l in
-                Kernel.close(fd: l.wakeFD)
-                l.wakeFD = -1
+            // Wake it and take the eventfd: no wake() writes to it from now
+            // on (the loop may close it, detached).
+            let wakeFD = lifecycle.withLock { l in
+                try? Kernel.eventFDWrite(l.wakeFD)
+                defer { l.wakeFD = -1 }
+                return l.wakeFD
+            }
+            if loopPhase.awaitEndOrDetach() {
+                thread.join()
+                // Only now, with the loop gone: close the eventfd.
+                Kernel.close(fd: wakeFD)
+            } else {
+                thread.detach()
             }
         }
         state.withLock { $0.hasThread = false }

@@ -78,6 +78,75 @@ final class SourceChain: @unchecked Sendable {
     }
 }
 
+/// Where the purger's thread is, for stop(): running (holding the pass
+/// lock, or in poll without it), blocked retaking the pass lock after poll
+/// (a pass on a program thread holds it), or ended. stop() joins a thread
+/// that ended, and detaches one blocked for the pass lock: the pass holding
+/// it may be the one calling stop() (from a purge callback) or may wait for
+/// the thread calling stop() (issue 18, r3 A); the thread then ends as soon
+/// as it has the lock, runs no pass, and closes the eventfd itself.
+/// Used in the process that started the thread only (a fork child's copy
+/// of the loop ends without it: its mutex may be a copy held by a thread
+/// that does not exist there).
+final class LoopPhase: @unchecked Sendable {
+    enum Phase { case running, waitingForPassLock, ended }
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var phase = Phase.running  // guarded by `mutex`
+    private var detached = false  // guarded by `mutex`
+
+    init() {
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(cond, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(cond)
+        pthread_mutex_destroy(mutex)
+        cond.deallocate()
+        mutex.deallocate()
+    }
+
+    private func locked<R>(_ body: () -> R) -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return body()
+    }
+
+    /// The thread: now in `phase` (not `.ended`: see `end()`).
+    func enter(_ phase: Phase) {
+        locked {
+            self.phase = phase
+            pthread_cond_broadcast(cond)
+        }
+    }
+
+    /// The thread, as it ends: whether it was detached (it then closes the
+    /// eventfd itself).
+    func end() -> Bool {
+        locked {
+            phase = .ended
+            pthread_cond_broadcast(cond)
+            return detached
+        }
+    }
+
+    /// stop() on the thread itself: it is detached.
+    func detach() { locked { detached = true } }
+
+    /// stop() on another thread, after waking the loop: waits until the
+    /// thread ended (true: join it) or is blocked retaking the pass lock
+    /// (false: it is now detached).
+    func awaitEndOrDetach() -> Bool {
+        locked {
+            while phase == .running { pthread_cond_wait(cond, mutex) }
+            if phase == .ended { return true }
+            detached = true
+            return false
+        }
+    }
+}
+
 /// The background thread's loop.
 final class PurgerLoop: @unchecked Sendable {
     private let core: PurgerCore
@@ -94,10 +163,17 @@ final class PurgerLoop: @unchecked Sendable {
     /// releases it only while it waits in poll (or sleeps after a failed
     /// poll): fork()'s prepare handler takes that lock, so a fork never
     /// copies this thread while it runs (PurgerCore.passLock). Signals
-    /// `running` once it holds the lock.
+    /// `running` once it holds the lock. It runs no pass once `stopping`
+    /// is set (even after stop() returned, detached: LoopPhase), and a copy
+    /// of it in a fork child (forked from a purge callback on this thread,
+    /// the child returning from the callback) ends at once, touching
+    /// neither the shared eventfd nor the phase.
     func run(_ running: Kernel.Event) {
         pthread_mutex_lock(core.passMutex)
         defer { pthread_mutex_unlock(core.passMutex) }
+        let generation = ForkRegistry.purger.generation
+        var forkedAway: Bool { ForkRegistry.purger.generation != generation }
+        let phase = core.loopPhase
         running.signal()
         let tick = core.configuration.tick.nanoseconds
         var now = Kernel.monotonicNanoseconds()
@@ -105,18 +181,24 @@ final class PurgerLoop: @unchecked Sendable {
         // deadline that wraps into the past (issue 18, 4d).
         var nextTick = now.addingSaturating(tick)
         var nextTimer = timerDeadline(after: now)
-        while !core.stopping.load(ordering: .acquiring) {
+        while !core.stopping.load(ordering: .acquiring) && !forkedAway {
             var requests = [Kernel.PollRequest(fd: wakeFD, events: [.input])] + (sources.current?.pollRequests ?? [])
             now = Kernel.monotonicNanoseconds()
             let deadline = min(nextTick, nextTimer ?? .max)
             let timeout = deadline <= now ? 0 : Int32(clamping: (deadline - now) / 1_000_000 + 1)
-            do { _ = try Kernel.poll(&requests, timeoutMilliseconds: timeout, unlocking: core.passMutex) } catch {
+            do {
+                _ = try Kernel.poll(&requests, timeoutMilliseconds: timeout, unlocking: core.passMutex,
+                                    contended: { phase.enter(.waitingForPassLock) }, retaken: { phase.enter(.running) })
+            } catch {
+                if core.stopping.load(ordering: .acquiring) { break }
                 core.note("poll failed: \(describe(error)); retrying after a tick")
                 var noRequests: [Kernel.PollRequest] = []
                 _ = try? Kernel.poll(&noRequests, timeoutMilliseconds: Int32(max(1, min(tick, 100_000_000) / 1_000_000)),
-                                     unlocking: core.passMutex)
+                                     unlocking: core.passMutex,
+                                     contended: { phase.enter(.waitingForPassLock) }, retaken: { phase.enter(.running) })
                 continue
             }
+            if core.stopping.load(ordering: .acquiring) { break }
             TestHook.fire(Int32(VR_HOOK_PURGER_LOOP))
             let woke = core.clock()
             var checkBudget = false
@@ -129,13 +211,15 @@ final class PurgerLoop: @unchecked Sendable {
                 let returned = requests.dropFirst().map(\.returned)
                 if returned.contains(where: { !$0.isEmpty }) {
                     process(source.handle(Array(returned)), from: source, at: woke)
+                    if forkedAway { return }
                     // A replacement source brings its own timer (or none).
                     if sources.current !== source { nextTimer = timerDeadline(after: Kernel.monotonicNanoseconds()) }
                 }
             }
             now = Kernel.monotonicNanoseconds()
-            if let due = nextTimer, now >= due, let source = sources.current {
+            if let due = nextTimer, now >= due, let source = sources.current, !core.stopping.load(ordering: .acquiring) {
                 process(source.timerFired(), from: source, at: core.clock())
+                if forkedAway { return }
                 now = Kernel.monotonicNanoseconds()
                 nextTimer = timerDeadline(after: now)
             }
@@ -144,12 +228,16 @@ final class PurgerLoop: @unchecked Sendable {
                 nextTick = now.addingSaturating(tick)
                 checkBudget = true
             }
-            if checkBudget { core.enforceBudget(holdingPassLock: true) }
+            if checkBudget && !core.stopping.load(ordering: .acquiring) { core.enforceBudget(holdingPassLock: true) }
         }
+        // A fork child's copy: the eventfd, the sources' descriptors and
+        // the phase are the parent's thread's.
+        if forkedAway { return }
         sources.closeAll()
         // Normally stop() closes the eventfd after joining this thread; a
-        // detached loop (stopped from this very thread) closes it itself.
-        if core.detached.load(ordering: .acquiring) { Kernel.close(fd: wakeFD) }
+        // detached loop (stopped from this very thread, or while it waited
+        // for the pass lock) closes it itself.
+        if phase.end() { Kernel.close(fd: wakeFD) }
     }
 
     private func timerDeadline(after now: UInt64) -> UInt64? {
