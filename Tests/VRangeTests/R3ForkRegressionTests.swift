@@ -145,6 +145,7 @@ struct R3ForkChildLoopRegressionTests {
     /// end its own thread. Exit 2: stop() hung; 3: the child did not exit
     /// by itself within 5 s (it was killed); 7: the callback never ran.
     @Test func forkInCallbackChildReturnsThenParentStops() async {
+        guard forkTestsRun("forkInCallbackChildReturnsThenParentStops") else { return }
         await #expect(processExitsWith: .success) {
             childWatchdog(30)
             let forkedPid = Atomic<Int32>(0)
@@ -352,6 +353,7 @@ struct R3CrossPurgerForkRegressionTests {
     /// E: the callback registers an object with a newer purger B (B's
     /// registry and lifecycle locks).
     @Test func registerWithNewerPurgerInsideCallbackDuringFork() async {
+        guard forkTestsRun("registerWithNewerPurgerInsideCallbackDuringFork") else { return }
         await #expect(processExitsWith: .success) {
             childWatchdog(30)
             r3ForkDuringCallback {
@@ -364,6 +366,7 @@ struct R3CrossPurgerForkRegressionTests {
 
     /// E: the callback runs a pass of a newer purger B (B's pass lock).
     @Test func passOfNewerPurgerInsideCallbackDuringFork() async {
+        guard forkTestsRun("passOfNewerPurgerInsideCallbackDuringFork") else { return }
         await #expect(processExitsWith: .success) {
             childWatchdog(30)
             r3ForkDuringCallback {
@@ -381,6 +384,7 @@ struct R3CrossPurgerForkRegressionTests {
     /// E: the callback drops a newer purger B with a thread (its stop()
     /// wakes a thread that must retake B's pass lock).
     @Test func dropNewerPurgerInsideCallbackDuringFork() async {
+        guard forkTestsRun("dropNewerPurgerInsideCallbackDuringFork") else { return }
         await #expect(processExitsWith: .success) {
             childWatchdog(30)
             r3ForkDuringCallback {
@@ -394,6 +398,7 @@ struct R3CrossPurgerForkRegressionTests {
     /// E: the callback, on the purger's own thread, makes a purger (it
     /// links into the purger list, which the fork holds).
     @Test func createPurgerInsideOwnThreadCallbackDuringFork() async {
+        guard forkTestsRun("createPurgerInsideOwnThreadCallbackDuringFork") else { return }
         await #expect(processExitsWith: .success) {
             childWatchdog(30)
             r3ForkDuringCallback(ownThread: true) {
@@ -407,6 +412,7 @@ struct R3CrossPurgerForkRegressionTests {
     /// thread), 60 times, while another thread forks in a loop. Exit 2:
     /// a pass never returned.
     @Test func purgerWithThreadMadeInsideCallbackRacingForkLoop() async {
+        guard forkTestsRun("purgerWithThreadMadeInsideCallbackRacingForkLoop") else { return }
         await #expect(processExitsWith: .success) {
             childWatchdog(60)
             let a = try! Purger(.init(pressureSources: .none))
