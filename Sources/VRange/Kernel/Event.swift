@@ -9,35 +9,22 @@ import Musl
 extension Kernel {
     /// Starts unsignalled; `signal()` wakes every waiter, present and future.
     final class Event: @unchecked Sendable {
-        private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-        private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-        private var signalled = false  // guarded by `mutex`
+        private let monitor = Monitor()
+        private var signalled = false  // guarded by `monitor`
 
-        init() {
-            pthread_mutex_init(mutex, nil)
-            pthread_cond_init(cond, nil)
-        }
-
-        deinit {
-            pthread_cond_destroy(cond)
-            pthread_mutex_destroy(mutex)
-            cond.deallocate()
-            mutex.deallocate()
-        }
-
-        /// pthread_cond_broadcast under the mutex.
+        /// Wakes every waiter, present and future.
         func signal() {
-            pthread_mutex_lock(mutex)
-            signalled = true
-            pthread_cond_broadcast(cond)
-            pthread_mutex_unlock(mutex)
+            monitor.locked {
+                signalled = true
+                monitor.broadcast()
+            }
         }
 
-        /// Blocks until `signal()` was called (pthread_cond_wait).
+        /// Blocks until `signal()` was called.
         func wait() {
-            pthread_mutex_lock(mutex)
-            while !signalled { pthread_cond_wait(cond, mutex) }
-            pthread_mutex_unlock(mutex)
+            monitor.locked {
+                while !signalled { monitor.wait() }
+            }
         }
     }
 }

@@ -90,34 +90,17 @@ final class SourceChain: @unchecked Sendable {
 /// that does not exist there).
 final class LoopPhase: @unchecked Sendable {
     enum Phase { case running, waitingForPassLock, ended }
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var phase = Phase.running  // guarded by `mutex`
-    private var detached = false  // guarded by `mutex`
+    private let monitor = Kernel.Monitor()
+    private var phase = Phase.running  // guarded by `monitor`
+    private var detached = false  // guarded by `monitor`
 
-    init() {
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(cond, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(cond)
-        pthread_mutex_destroy(mutex)
-        cond.deallocate()
-        mutex.deallocate()
-    }
-
-    private func locked<R>(_ body: () -> R) -> R {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return body()
-    }
+    private func locked<R>(_ body: () -> R) -> R { monitor.locked(body) }
 
     /// The thread: now in `phase` (not `.ended`: see `end()`).
     func enter(_ phase: Phase) {
         locked {
             self.phase = phase
-            pthread_cond_broadcast(cond)
+            monitor.broadcast()
         }
     }
 
@@ -126,7 +109,7 @@ final class LoopPhase: @unchecked Sendable {
     func end() -> Bool {
         locked {
             phase = .ended
-            pthread_cond_broadcast(cond)
+            monitor.broadcast()
             return detached
         }
     }
@@ -139,7 +122,7 @@ final class LoopPhase: @unchecked Sendable {
     /// (false: it is now detached).
     func awaitEndOrDetach() -> Bool {
         locked {
-            while phase == .running { pthread_cond_wait(cond, mutex) }
+            while phase == .running { monitor.wait() }
             if phase == .ended { return true }
             detached = true
             return false
